@@ -1,0 +1,1 @@
+"""HW10 autograder: the judge (holds hidden checks) and its sandbox boundary."""

@@ -1,0 +1,31 @@
+"""``python -m hw10grader --submission PATH --results PATH [--seed N] [--budget S]``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="hw10grader", description=__doc__)
+    parser.add_argument("--submission", required=True, help="zip file or folder")
+    parser.add_argument("--results", required=True, help="where to write results.json")
+    parser.add_argument("--seed", type=int, default=os.environ.get("HW10_SEED"),
+                        help="seed of the hidden inputs (default: random; recorded in results)")
+    parser.add_argument("--budget", type=float, default=None, help="overall time budget, seconds")
+    args = parser.parse_args(argv)
+    from .judge import DEFAULT_BUDGET_S, grade
+
+    doc = grade(args.submission, args.results, seed=args.seed,
+                budget_s=args.budget or DEFAULT_BUDGET_S)
+    score = sum(t["score"] for t in doc["tests"])
+    possible = sum(t["max_score"] for t in doc["tests"])
+    print(f"{score:g} / {possible:g} -> {args.results}")
+    for t in doc["tests"]:
+        mark = "PASS" if t["status"] == "passed" else "FAIL"
+        print(f"  {mark} {t['name']} ({t['score']:g}/{t['max_score']:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

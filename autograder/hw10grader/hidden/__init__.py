@@ -1,0 +1,1 @@
+"""Hidden checks: judge side only, never shipped to students or sent to the sandbox."""

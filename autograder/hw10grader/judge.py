@@ -1,0 +1,142 @@
+"""The judge: grades one submission and writes results.json, whatever happens.
+
+It holds the checks and reference values, reads notebooks as data, and sends only
+plain inputs to the sandboxed process that runs the student's definitions (one per
+question, so a crash, timeout or cheat costs only that question). A placeholder
+results.json is written first and replaced at the end, and an overall time budget
+keeps the whole run inside the platform's limit.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from hw10kit import notebook
+from hw10kit.checks.core import judge as judge_reply
+from hw10kit.checks.core import probe_id
+
+from . import results, submission
+from .assignment import QUESTIONS
+from .sandbox import Limits, Sandbox, SandboxError, kill_user_processes, sandbox_user
+
+VERSION = "hw10grader 1.0"
+DEFAULT_BUDGET_S = float(os.environ.get("HW10_BUDGET_S", 480))
+SAFETY_S = 10.0
+
+
+def _entries(questions):
+    table = {}
+    for q in questions:
+        table[q] = [results.Entry(f"{q.number}.{i}", c.name, c.points,
+                                  results.VISIBLE if c in q.public else results.HIDDEN)
+                    for i, c in enumerate(q.checks, start=1)]
+    return table
+
+
+def _read_notebooks(root: Path, questions, notes: list) -> dict:
+    """release name -> notebook.Answer, or an error message for the student."""
+    answers = {}
+    for name, keyword in sorted({(q.notebook, q.keyword) for q in questions}):
+        found = submission.find_notebook(root, name, keyword)
+        notes.append(found.note)
+        if found.path is None:
+            answers[name] = found.note
+            continue
+        try:
+            answer = notebook.read_answer(notebook.load(submission.read_bytes(found.path)))
+        except (notebook.NotebookError, submission.SubmissionError) as exc:
+            answers[name] = f"{found.path.name} could not be read: {exc}"
+            notes.append(answers[name])
+            continue
+        for _, message in answer.syntax_errors:
+            notes.append(f"{name}: {message} (that cell was skipped)")
+        answers[name] = answer
+    return answers
+
+
+def _grade_question(q, answer, entries, seed: int, deadline: float) -> None:
+    limits = Limits()
+    q_deadline = min(time.monotonic() + limits.wall_s, deadline)
+    try:
+        box = Sandbox(answer.chunks, limits, q_deadline)
+    except SandboxError as exc:
+        for e in entries:
+            e.set(False, f"{q.target} could not be loaded: {exc}")
+        return
+    try:
+        note = ""
+        if box.failures:
+            note = "\n\nNote: while defining your functions, " + "; ".join(
+                f"cell {cell} raised:\n{text}" for cell, text in box.failures[:3])
+        for check, entry in zip(q.checks, entries):
+            inputs = check.inputs(check.rng(seed))
+            try:
+                reply = box.request(probe_id(check.probe), check.target, inputs, check.torch_seed(seed))
+            except SandboxError as exc:
+                for e in entries[entries.index(entry):]:
+                    e.set(False, str(exc) + note)
+                return
+            passed, message = judge_reply(check, inputs, reply)
+            entry.set(passed, message + ("" if passed else note))
+    finally:
+        box.close()
+
+
+def grade(submission_path, results_path, seed: int | None = None,
+          budget_s: float = DEFAULT_BUDGET_S, questions=QUESTIONS) -> dict:
+    """Grade ``submission_path`` (zip or folder) into ``results_path``; returns the document."""
+    started = time.monotonic()
+    deadline = started + budget_s - SAFETY_S
+    seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
+    table = _entries(questions)
+    all_entries = [e for q in questions for e in table[q]]
+    extra = {"seed": seed, "grader": VERSION}
+    seed_note = f"Hidden-input seed: {seed} (a regrade with HW10_SEED={seed} reproduces these inputs)."
+    results.write(results_path, results.document(all_entries, "Grading did not finish. " + seed_note, 0.0, extra))
+
+    notes: list = []
+    workdir = Path(tempfile.mkdtemp(prefix="hw10-grade-"))
+    try:
+        root = submission.prepare(Path(submission_path), workdir)
+        answers = _read_notebooks(root, questions, notes)
+        runnable = []
+        for q in questions:
+            answer = answers[q.notebook]
+            if isinstance(answer, str):
+                for e in table[q]:
+                    e.set(False, answer)
+            else:
+                runnable.append((q, answer))
+        workers = max(1, min(len(runnable), int(os.environ.get("HW10_PARALLEL", 2))))
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(_grade_question, q, a, table[q], seed, deadline) for q, a in runnable]
+            for f in futures:
+                f.result()
+    except submission.SubmissionError as exc:
+        notes.append(str(exc))
+        for e in all_entries:
+            e.set(False, str(exc))
+    except Exception:  # noqa: BLE001 - the grader's own bug: still write results
+        notes.append("The autograder hit an internal error; checks that did not run score 0. "
+                     "Please tell the course staff.\n" + traceback.format_exc(limit=5))
+    finally:
+        user = sandbox_user()
+        if user:
+            kill_user_processes(user[0])
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    total = sum(e.score for e in all_entries)
+    possible = sum(e.max_score for e in all_entries)
+    visible = [e for e in all_entries if e.visibility == results.VISIBLE]
+    summary = (f"Autograded score: {total:g} / {possible:g}. Public checks passed: "
+               f"{sum(e.score >= e.max_score for e in visible)}/{len(visible)}; hidden checks are "
+               "shown once grades are published. Written answers are graded by hand.")
+    output = "\n".join([summary, *notes, seed_note])
+    doc = results.document(all_entries, output, time.monotonic() - started, extra)
+    results.write(results_path, doc)
+    return doc

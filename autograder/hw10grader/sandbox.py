@@ -1,0 +1,250 @@
+"""Starting and talking to the sandboxed process that runs a student's code.
+
+One process per question: it runs as an unprivileged user when the judge is root,
+in its own session and empty working folder, with limits on CPU time, address space,
+processes, open files and file size, and the judge enforces a wall-clock deadline.
+Only plain data crosses the boundary (``hw10kit.checks.wire``); nothing from the
+submission is imported or run on the judge's side.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hw10kit.checks import wire
+
+WORKER_SOURCE = (Path(__file__).with_name("worker.py")).read_text()
+KIT_DIR = os.environ.get("HW10_KIT_DIR") or str(Path(__file__).resolve().parents[1]
+                                                if (Path(__file__).resolve().parents[1] / "hw10kit").is_dir()
+                                                else Path(__file__).resolve().parents[2])
+
+
+@dataclass
+class Limits:
+    """Per-question limits. Memory is address space (virtual): torch maps far more than
+    it touches, so this caps runaway allocations rather than resident memory."""
+    wall_s: float = float(os.environ.get("HW10_QUESTION_TIMEOUT_S", 90))
+    cpu_s: int = int(os.environ.get("HW10_QUESTION_CPU_S", 120))
+    memory_mb: int = int(os.environ.get("HW10_MEMORY_MB", 6144))
+    processes: int = int(os.environ.get("HW10_MAX_PROCESSES", 512))
+    open_files: int = 256
+    file_mb: int = 16
+    output_chars: int = 4000
+
+
+class SandboxError(Exception):
+    """The sandboxed process died, timed out or broke the protocol; the message is
+    written for the student."""
+
+
+def sandbox_user():
+    """(uid, gid) to run student code as, or None when the judge is not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in (os.environ.get("HW10_SANDBOX_USER", "student"), "nobody"):
+        try:
+            pw = pwd.getpwnam(name)
+            return pw.pw_uid, pw.pw_gid
+        except KeyError:
+            continue
+    raise RuntimeError("running as root but no unprivileged user exists: run setup.sh "
+                       "(it creates 'student') or set HW10_SANDBOX_USER")
+
+
+def kill_user_processes(uid: int) -> None:
+    """SIGKILL every process of ``uid`` (strays that left the session)."""
+    if uid == 0:
+        return
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+class _Tail:
+    """Drains a pipe in a thread, keeping only the last ``limit`` characters."""
+
+    def __init__(self, stream, limit):
+        self.limit, self.text = limit, ""
+        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _run(self, stream):
+        while True:
+            block = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+            if not block:
+                break
+            self.text = (self.text + block.decode("utf-8", "replace"))[-self.limit:]
+
+
+class _Lines:
+    """Reads reply lines in a thread, with a size cap per line."""
+
+    def __init__(self, stream):
+        self.lines: list = []
+        self.done = False
+        self.cond = threading.Condition()
+        threading.Thread(target=self._run, args=(stream,), daemon=True).start()
+
+    def _run(self, stream):
+        try:
+            while True:
+                line = stream.readline(wire.MAX_MESSAGE + 1)
+                if not line:
+                    break
+                with self.cond:
+                    self.lines.append(line)
+                    self.cond.notify_all()
+                if len(line) > wire.MAX_MESSAGE:
+                    break
+        finally:
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+    def get(self, deadline):
+        with self.cond:
+            while not self.lines:
+                if self.done:
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self.cond.wait(min(left, 1.0))
+            return self.lines.pop(0)
+
+
+class Sandbox:
+    """A running worker: ``Sandbox(chunks, limits, deadline)`` starts it and runs the
+    definitions; ``request(...)`` asks for one probe; ``close()`` kills it."""
+
+    def __init__(self, chunks, limits: Limits, deadline: float, python: str | None = None):
+        self.limits, self.deadline = limits, deadline
+        self.user = sandbox_user()
+        self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
+        if self.user:
+            os.chown(self.workdir, *self.user)
+        reply_r, reply_w = os.pipe()
+        python = python or os.environ.get("HW10_WORKER_PYTHON") or sys.executable
+        env = {"PATH": "/usr/bin:/bin", "HOME": self.workdir, "TMPDIR": self.workdir,
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
+               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+               "CUDA_VISIBLE_DEVICES": ""}
+        try:
+            self.proc = self._start(python, reply_w, env)
+        except PermissionError:
+            os.close(reply_w)
+            os.close(reply_r)
+            raise SandboxError(f"internal: the sandbox user cannot run {python}; build the grader's "
+                               "virtual environment from a system Python (see the README)") from None
+        os.close(reply_w)
+        self.output = _Tail(self.proc.stdout, limits.output_chars)
+        self.replies = _Lines(os.fdopen(reply_r, "rb"))
+        self._next_id = 0
+        try:
+            self._send({"chunks": [{"cell": c.cell, "source": c.source} for c in chunks]})
+            ready = self._receive()
+        except BaseException:
+            self.close()
+            raise
+        self.failures = [(int(cell), str(text)) for cell, text in ready.get("failures", [])]
+
+    def _start(self, python, reply_w, env):
+        return subprocess.Popen(
+            [python, "-I", "-c", WORKER_SOURCE, KIT_DIR, str(reply_w), self._rlimits()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=self.workdir, env=env, pass_fds=(reply_w,), start_new_session=True,
+            close_fds=True, **self._identity())
+
+    def _rlimits(self) -> str:
+        """The limits the worker applies to itself before it runs any student code
+        (no preexec_fn: the judge is threaded). The process cap counts every process
+        of the user, so it is only set for the dedicated sandbox user."""
+        lim, mb = self.limits, 1024 * 1024
+        limits = {"RLIMIT_CPU": [lim.cpu_s, lim.cpu_s + 5],
+                  "RLIMIT_AS": [lim.memory_mb * mb] * 2,
+                  "RLIMIT_NOFILE": [lim.open_files] * 2,
+                  "RLIMIT_FSIZE": [lim.file_mb * mb] * 2,
+                  "RLIMIT_CORE": [0, 0]}
+        if self.user:
+            limits["RLIMIT_NPROC"] = [lim.processes] * 2
+        return json.dumps(limits)
+
+    def _identity(self) -> dict:
+        if not self.user:
+            return {}
+        return {"user": self.user[0], "group": self.user[1], "extra_groups": []}
+
+    def _send(self, msg):
+        try:
+            self.proc.stdin.write(wire.dumps(msg))
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._died() from None
+
+    def _receive(self) -> dict:
+        try:
+            line = self.replies.get(self.deadline)
+        except TimeoutError:
+            raise SandboxError(f"timed out: your code was still running after the question's "
+                               f"{self.limits.wall_s:.0f} s limit (an infinite loop, or very slow code?)"
+                               ) from None
+        if line is None:
+            raise self._died()
+        try:
+            return wire.loads(line)
+        except wire.WireError as exc:
+            raise SandboxError(f"the grader could not read the reply from your code's process ({exc}); "
+                               "does your code write to file descriptors it did not open?") from None
+
+    def _died(self) -> SandboxError:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        why = {None: "stopped answering", -9: "was killed (out of memory or CPU time?)",
+               -24: "ran out of CPU time", -11: "crashed (segmentation fault)"}.get(
+            code, f"exited with code {code}")
+        self.output.thread.join(timeout=2)
+        tail = self.output.text.strip()
+        tail = f"\nLast output:\n{tail[-1500:]}" if tail else ""
+        return SandboxError(f"the process running your code {why}.{tail}")
+
+    def request(self, probe: str, target: str, inputs: dict, torch_seed: int) -> dict:
+        """One probe round trip: ``{"ok": outputs}`` or ``{"error": text}``."""
+        self._next_id += 1
+        self._send({"id": self._next_id, "probe": probe, "target": target,
+                    "inputs": inputs, "torch_seed": torch_seed})
+        reply = self._receive()
+        if reply.get("id") != self._next_id or not ("ok" in reply or "error" in reply):
+            raise SandboxError("the reply from your code's process did not follow the protocol")
+        return reply
+
+    def close(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
