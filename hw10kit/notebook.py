@@ -15,7 +15,8 @@ import ast
 import json
 from dataclasses import dataclass, field
 
-#: Cells carrying one of these tags are never read (training, plots, long evaluation).
+#: Cells carrying one of these tags are never read (training, plots, long evaluation);
+#: nor are nbgrader's check cells.
 SKIP_TAGS = frozenset({"training", "skip-grader"})
 
 #: Cell magics whose body is ordinary Python that runs in the user namespace.
@@ -74,6 +75,13 @@ def _cell_text(cell) -> str:
     if isinstance(src, list):
         src = "".join(s for s in src if isinstance(s, str))
     return src if isinstance(src, str) else ""
+
+
+def _is_check_cell(cell) -> bool:
+    """nbgrader's autograder-test cells (grade, not solution): they only run checks."""
+    meta = cell.get("metadata")
+    nbg = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return isinstance(nbg, dict) and nbg.get("grade") is True and not nbg.get("solution")
 
 
 def _tags(cell) -> set:
@@ -214,7 +222,7 @@ def read_answer(nb: dict) -> Answer:
     for number, cell in enumerate(nb.get("cells", []), start=1):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        if _tags(cell) & SKIP_TAGS:
+        if _tags(cell) & SKIP_TAGS or _is_check_cell(cell):
             continue
         try:
             chunk = definitions_of(_cell_text(cell), number)

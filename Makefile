@@ -1,0 +1,57 @@
+# EECS 182 HW10 bundle.
+#
+#   make release     master sources -> release/hw10, solutions/hw10, autograder/autograder.zip
+#   make solutions   execute solutions/hw10/*.ipynb into solutions/hw10/executed/ (slow: trains)
+#   make grade SUBMISSION=<zip or folder> RESULTS=<path>   grade one submission locally
+#   make test        fast tests;  make test-slow   all tests, slow ones included
+#   make clean       remove built outputs (keeps .venv)
+
+SHELL := /bin/bash
+# A system Python keeps the venv usable by the grader's unprivileged sandbox user
+# (an interpreter under /root, such as pyenv's, is not readable by it).
+PYTHON3 ?= $(firstword $(wildcard /usr/bin/python3.11 /usr/bin/python3) python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: all release solutions grade test test-slow clean venv
+
+all: release
+
+# (Re)install only when requirements.lock changes.
+$(STAMP): requirements.lock
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.lock
+	touch $@
+
+venv: $(STAMP)
+
+release: $(STAMP)
+	$(PY) -m pipeline release
+
+# autograder/autograder.zip is written by `make release` (with everything else);
+# `make grade` rebuilds it only when something that goes into it changed.
+ZIP_INPUTS := $(wildcard autograder/setup.sh autograder/run_autograder \
+	autograder/requirements-grader.txt pipeline/*.py) \
+	$(shell find autograder/hw10grader hw10kit -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null)
+
+autograder/autograder.zip: $(STAMP) $(ZIP_INPUTS)
+	$(PY) -m pipeline release
+
+solutions: $(STAMP)
+	$(PY) -m pipeline solutions
+
+grade: autograder/autograder.zip
+	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<zip or folder> RESULTS=<path>"; exit 2; }
+	@test -n "$(RESULTS)" || { echo "usage: make grade SUBMISSION=<zip or folder> RESULTS=<path>"; exit 2; }
+	$(PY) -m pipeline.grade_local --submission "$(SUBMISSION)" --results "$(RESULTS)"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m ''
+
+clean:
+	rm -rf release solutions autograder/autograder.zip .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

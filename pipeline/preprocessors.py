@@ -1,0 +1,132 @@
+"""Small nbconvert preprocessors used by the build, one transformation each.
+
+nbgrader's own preprocessors are reused wherever they already do the job
+(``ClearOutput``, ``ClearHiddenTests``, ``ClearMarkScheme``); the ones here
+cover what nbgrader has no preprocessor for:
+
+* :class:`StripSolutionDelimiters` -- the *solutions* notebook keeps the
+  solution code but loses the ``### BEGIN SOLUTION`` / ``### END SOLUTION``
+  marker lines.
+* :class:`StripVolatileMetadata` -- drops editor bookkeeping that changes every
+  time someone opens or runs the master (execution timestamps, scroll state),
+  so that the outputs only change when the content does.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+from nbconvert.exporters.exporter import ResourcesDict
+from nbformat.notebooknode import NotebookNode
+from traitlets import List, Unicode
+
+from nbgrader import utils as nbgrader_utils
+from nbgrader.preprocessors import (
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ClearOutput,
+    ClearSolutions,
+    NbGraderPreprocessor,
+)
+
+__all__ = [
+    "StripSolutionDelimiters",
+    "StripVolatileMetadata",
+    "SOLUTION_PREPROCESSORS",
+    "ClearHiddenTests",
+    "ClearMarkScheme",
+    "ClearOutput",
+]
+
+
+class StripSolutionDelimiters(ClearSolutions):
+    """Remove the solution delimiter lines but keep the solution between them.
+
+    It subclasses nbgrader's ``ClearSolutions`` only to share its configuration
+    (``ClearSolutions.begin_solution_delimeter`` / ``end_solution_delimeter``
+    in ``nbgrader_config.py`` apply here too, through traitlets' class
+    hierarchy) and its error for a solution region outside a solution cell.
+    Unlike its parent it never inserts a stub: a solution cell without
+    delimiters is left exactly as written.
+    """
+
+    def _strip_delimiters(self, cell: NotebookNode) -> bool:
+        """Drop delimiter lines in place; True when the cell had any."""
+        new_lines = []
+        in_solution = False
+        found = False
+        for line in cell.source.split("\n"):
+            if self.begin_solution_delimeter in line:
+                if in_solution:
+                    raise RuntimeError(
+                        "encountered nested begin solution statements in cell:\n" + cell.source)
+                in_solution = found = True
+            elif self.end_solution_delimeter in line:
+                if not in_solution:
+                    raise RuntimeError(
+                        "end solution statement without a begin in cell:\n" + cell.source)
+                in_solution = False
+            else:
+                new_lines.append(line)
+        if in_solution:
+            raise RuntimeError("no end solution statement found in cell:\n" + cell.source)
+        cell.source = "\n".join(new_lines)
+        return found
+
+    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict,
+                        cell_index: int) -> Tuple[NotebookNode, ResourcesDict]:
+        found = self._strip_delimiters(cell)
+        if found and self.enforce_metadata and not nbgrader_utils.is_solution(cell):
+            raise RuntimeError(
+                "Solution region detected in a non-solution cell; please make sure "
+                "all solution regions are within solution cells. Cell contents are:\n"
+                + cell.source)
+        return cell, resources
+
+
+class StripVolatileMetadata(NbGraderPreprocessor):
+    """Drop cell and notebook metadata that records *when* or *how* the master
+    was last viewed or run, not what it says.
+
+    ``execution`` holds JupyterLab's per-cell ISO timestamps and
+    ``ExecuteTime`` the ExecuteTime extension's; notebook-level ``widgets``
+    holds saved widget state. (``collapsed``/``scrolled`` go with the outputs,
+    in ``ClearOutput``.) nbgrader's checksums do not cover these keys, so
+    dropping them never invalidates a checksum.
+    """
+
+    cell_metadata_keys = List(
+        Unicode(),
+        ["execution", "ExecuteTime"],
+        help="Cell metadata keys to remove.",
+    ).tag(config=True)
+
+    notebook_metadata_keys = List(
+        Unicode(),
+        ["celltoolbar", "toc", "varInspector", "widgets"],
+        help="Notebook metadata keys to remove.",
+    ).tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: ResourcesDict
+                   ) -> Tuple[NotebookNode, ResourcesDict]:
+        for key in self.notebook_metadata_keys:
+            nb.metadata.pop(key, None)
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict,
+                        cell_index: int) -> Tuple[NotebookNode, ResourcesDict]:
+        for key in self.cell_metadata_keys:
+            cell.metadata.pop(key, None)
+        return cell, resources
+
+
+#: The solutions notebook: master -> solution code kept, markers, hidden tests,
+#: mark schemes and outputs gone. Order matters only in that ClearHiddenTests
+#: must see the cells before anything rewrites their sources (it does not care
+#: about solution delimiters, so any order of the first three works).
+SOLUTION_PREPROCESSORS = [
+    StripVolatileMetadata,
+    ClearHiddenTests,
+    ClearMarkScheme,
+    StripSolutionDelimiters,
+    ClearOutput,
+]

@@ -1,0 +1,249 @@
+"""``make release``: master sources -> student release, solutions, autograder zip.
+
+Steps (each a function below, run in this order by :func:`build`):
+
+1. :func:`check_masters` -- every master notebook is nbformat >= 4.5 and every
+   cell carries a unique ``id`` (nbformat would otherwise invent *random* ids
+   on read, and the outputs would differ on every build).
+2. :func:`generate_assignment` -- nbgrader's own ``GenerateAssignment``
+   converter, configured from ``nbgrader_config.py`` exactly as
+   ``nbgrader generate_assignment hw10 --force --no-db`` run at the course
+   root would be (so no ``gradebook.db`` is created), except that one extra
+   preprocessor (:class:`~pipeline.preprocessors.StripVolatileMetadata`) runs
+   first. nbgrader copies the non-notebook files of ``source/hw10`` itself.
+3. :func:`copy_kit`, :func:`copy_data` -- ``hw10kit/`` and the MNIST ``.gz``
+   files plus ``data/README.md`` into ``release/hw10``.
+4. :func:`write_solutions` -- the master through
+   :data:`~pipeline.preprocessors.SOLUTION_PREPROCESSORS` into
+   ``solutions/hw10`` (``solutions/hw10/executed`` is left alone).
+5. :func:`pipeline.autograder_zip.build_zip` -- ``autograder/autograder.zip``.
+
+Determinism: every notebook written is re-serialised by :func:`write_notebook`
+(nbformat's sorted-key JSON, one trailing newline); copied files are written
+byte-for-byte in sorted order with mode 0644; the zip is built by
+:mod:`pipeline.autograder_zip` with fixed timestamps, modes and compression.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+from .autograder_zip import build_zip
+from .files import FILE_MODE, BuildError, copy_file, iter_files
+from .layout import MNIST_FILES, Layout
+from .preprocessors import SOLUTION_PREPROCESSORS, StripVolatileMetadata
+
+log = logging.getLogger("pipeline")
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def load_config(layout: Layout) -> Config:
+    """The course's ``nbgrader_config.py`` (empty config when there is none)."""
+    config = Config()
+    if layout.config.exists():
+        loader = PyFileConfigLoader(layout.config.name, path=str(layout.config.parent), log=log)
+        config.merge(loader.load_config())
+    return config
+
+
+def write_notebook(nb: nbformat.NotebookNode, path: Path) -> Path:
+    """Write ``nb`` in nbformat's canonical form (sorted keys, indent 1, final newline)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = nbformat.writes(nb, version=4)
+    if not text.endswith("\n"):
+        text += "\n"
+    if path.exists():
+        path.chmod(FILE_MODE)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(FILE_MODE)
+    return path
+
+
+def normalize_notebook(path: Path) -> Path:
+    """Re-serialise a notebook written by someone else (nbgrader) canonically."""
+    nb = nbformat.read(path, as_version=4)
+    return write_notebook(nb, path)
+
+
+# ---------------------------------------------------------------------------
+# steps
+
+
+def check_masters(layout: Layout) -> list[Path]:
+    masters = layout.master_notebooks()
+    if not masters:
+        raise BuildError(f"no master notebook in {layout.source}")
+    for path in masters:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        version = (raw.get("nbformat", 0), raw.get("nbformat_minor", 0))
+        if version < (4, 5):
+            raise BuildError(
+                f"{path}: nbformat {version[0]}.{version[1]}; the build needs 4.5 or later "
+                "so that cells keep stable ids (save it from a recent Jupyter)")
+        seen: dict[str, int] = {}
+        for index, cell in enumerate(raw.get("cells", [])):
+            cell_id = cell.get("id")
+            if not cell_id:
+                raise BuildError(
+                    f"{path}: cell {index} has no 'id'; nbformat would give it a random one "
+                    "on every build. Give every cell a fixed id.")
+            if cell_id in seen:
+                raise BuildError(f"{path}: cells {seen[cell_id]} and {index} share id {cell_id!r}")
+            seen[cell_id] = index
+    return masters
+
+
+def generate_assignment(layout: Layout, config: Config) -> list[Path]:
+    """Run nbgrader's GenerateAssignment for the assignment; return the release notebooks."""
+    from nbgrader.converters import GenerateAssignment, NbGraderException
+    from nbgrader.coursedir import CourseDirectory
+
+    c = Config()
+    c.merge(config)
+    c.CourseDirectory.root = str(layout.root)
+    c.CourseDirectory.assignment_id = layout.assignment
+    c.CourseDirectory.notebook_id = "*"
+    # what `nbgrader generate_assignment --force --no-db` sets: no gradebook at all
+    c.GenerateAssignment.force = True
+    c.GenerateAssignment.no_database = True
+    c.SaveCells.enabled = False
+    # never used with the two settings above; points nowhere on disk regardless
+    c.CourseDirectory.db_url = "sqlite://"
+    if layout.release.exists():
+        shutil.rmtree(layout.release)  # what --force would do, minus its warning
+    coursedir = CourseDirectory(config=c, log=log)
+    converter = GenerateAssignment(coursedir=coursedir, config=c, log=log)
+    if StripVolatileMetadata not in converter.preprocessors:
+        converter.preprocessors = [StripVolatileMetadata, *converter.preprocessors]
+    try:
+        converter.start()
+    except NbGraderException as exc:
+        raise BuildError(f"nbgrader generate_assignment failed: {exc} (see log above)") from exc
+    notebooks = sorted(layout.release.glob("*.ipynb"))
+    for path in notebooks:
+        normalize_notebook(path)
+    return notebooks
+
+
+def copy_kit(layout: Layout) -> list[Path]:
+    """``hw10kit/`` -> ``release/hw10/hw10kit/`` (no caches)."""
+    dest = layout.release / "hw10kit"
+    if dest.exists():
+        shutil.rmtree(dest)
+    return [copy_file(f, dest / f.relative_to(layout.kit)) for f in iter_files(layout.kit)]
+
+
+def copy_data(layout: Layout) -> list[Path]:
+    """``data/README.md`` and ``data/MNIST/raw/*.gz`` -> ``release/hw10/data/``.
+
+    The decompressed ``*-ubyte`` files that may sit beside the ``.gz`` are a
+    local cache and are never copied.
+    """
+    dest = layout.release / "data"
+    if dest.exists():
+        shutil.rmtree(dest)
+    wanted = [Path("README.md")] + [Path("MNIST", "raw", name) for name in MNIST_FILES]
+    missing = [str(rel) for rel in wanted if not (layout.data / rel).is_file()]
+    if missing:
+        raise BuildError(f"missing data files under {layout.data}: {', '.join(missing)}")
+    return [copy_file(layout.data / rel, dest / rel) for rel in wanted]
+
+
+def apply_preprocessors(nb: nbformat.NotebookNode, preprocessors, config: Config,
+                        resources: dict | None = None) -> nbformat.NotebookNode:
+    """Run nbconvert preprocessor classes over ``nb`` in order, as an exporter would."""
+    resources = {} if resources is None else resources
+    for cls in preprocessors:
+        nb, resources = cls(config=config, log=log)(nb, resources)
+    return nb
+
+
+def write_solutions(layout: Layout, config: Config, masters: list[Path]) -> list[Path]:
+    """Master -> ``solutions/hw10``: solution code kept, markers, hidden tests,
+    mark schemes and outputs removed; the other files of the source folder
+    (e.g. ``experiment.py``) copied beside it, as nbgrader's own
+    ``generate_solution`` does. ``solutions/hw10/executed/`` is kept."""
+    dest = layout.solutions
+    if dest.exists():
+        for child in sorted(dest.iterdir()):
+            if child == layout.executed:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    written = []
+    for master in masters:
+        nb = nbformat.read(master, as_version=4)
+        nb = apply_preprocessors(nb, SOLUTION_PREPROCESSORS, config)
+        written.append(write_notebook(nb, dest / master.name))
+    for f in iter_files(layout.source):
+        if f.suffix != ".ipynb":
+            written.append(copy_file(f, dest / f.relative_to(layout.source)))
+    return written
+
+
+# ---------------------------------------------------------------------------
+
+
+def _files_under(top: Path) -> list[Path]:
+    return sorted(p for p in top.rglob("*") if p.is_file()) if top.exists() else []
+
+
+def build(root: str | Path) -> dict:
+    """Build everything; return a summary dict (also printed by the CLI)."""
+    start = time.perf_counter()
+    layout = Layout.at(root)
+    config = load_config(layout)
+
+    masters = check_masters(layout)
+    release_notebooks = generate_assignment(layout, config)
+    if [p.name for p in release_notebooks] != [p.name for p in masters]:
+        raise BuildError(
+            f"nbgrader wrote {[p.name for p in release_notebooks]} for masters "
+            f"{[p.name for p in masters]}")
+    copy_kit(layout)
+    copy_data(layout)
+    solutions = write_solutions(layout, config, masters)
+    zip_info = build_zip(layout)
+
+    return {
+        "root": layout.root,
+        "release_dir": layout.release,
+        "release": _files_under(layout.release),
+        "solutions": solutions,
+        "zip": layout.zip,
+        "zip_entries": zip_info["entries"],
+        "zip_bytes": layout.zip.stat().st_size,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    root = summary["root"]
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(root))
+
+    release = summary["release"]
+    notebooks = [rel(p) for p in release if p.suffix == ".ipynb"]
+    release_bytes = sum(p.stat().st_size for p in release)
+    lines = [
+        f"release:   {rel(summary['release_dir'])}/: {len(release)} files, "
+        f"{release_bytes / 1e6:.1f} MB; notebooks: {', '.join(notebooks)}",
+        "solutions: " + ", ".join(rel(p) for p in summary["solutions"]),
+        f"zip:       {rel(summary['zip'])}: {summary['zip_entries']} entries, "
+        f"{summary['zip_bytes']:,} bytes",
+        f"done in {summary['seconds']:.1f} s",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""The check library shared by the public checks (run in the student's notebook) and
+the hidden checks (run by the grader).
+
+A check has three parts, so that the grader can keep the student's code on the far
+side of a process boundary:
+
+* ``inputs(rng)`` builds plain data (numpy arrays, numbers) from a numpy Generator;
+* ``probe(namespace, inputs)`` runs beside the student's code: it calls the graded
+  function found in ``namespace`` and returns plain data (see ``probes``);
+* ``verdict(inputs, outputs)`` decides, returning ``(passed, message)``.
+
+In a notebook all three run in the kernel. Under the grader, ``inputs`` and
+``verdict`` (which may hold reference values) run in the judge and only the probe runs
+in the sandbox.
+"""
+from __future__ import annotations
+
+import traceback
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+STUDENT_FILE_PREFIX = "<cell "
+
+
+@dataclass(frozen=True)
+class Check:
+    question: str                       # "Q2(a)"
+    target: str                         # graded function, e.g. "sample_gaussian"
+    title: str                          # what is checked, e.g. "gradient w.r.t. v"
+    points: float
+    inputs: Callable[[np.random.Generator], dict]
+    probe: Callable[[dict, dict], dict]
+    verdict: Callable[[dict, dict], tuple]
+    false_failure: float = 0.0          # P(a correct implementation fails), stated bound
+
+    @property
+    def name(self) -> str:
+        return f"{self.question} {self.target}: {self.title}"
+
+    def rng(self, seed: int) -> np.random.Generator:
+        """The Generator for this check's inputs: fixed by (seed, check name)."""
+        return np.random.default_rng([seed, zlib.crc32(self.name.encode())])
+
+    def torch_seed(self, seed: int) -> int:
+        """Seed for torch in the student's process before the probe runs (makes a
+        regrade reproduce the student's own random draws)."""
+        return (seed * 1_000_003 + zlib.crc32(self.name.encode())) % (2**63)
+
+
+class ProbeError(Exception):
+    """The student's code could not be probed (missing name, wrong return type...).
+    The message is written for the student."""
+
+
+def student_traceback(exc: BaseException, limit_chars: int = 1500) -> str:
+    """The exception with its traceback trimmed to the student's own notebook lines."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f.filename.startswith(STUDENT_FILE_PREFIX)]
+    lines = [f'  {f.filename[1:-1]}, line {f.lineno}, in {f.name}\n    {(f.line or "").strip()}'
+             for f in frames[-5:]]
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    out = ("\n".join(lines) + "\n" if lines else "") + text
+    return out if len(out) <= limit_chars else out[:limit_chars] + " ..."
+
+
+def probe_id(probe) -> str:
+    """How a probe is named on the wire: ``module:function`` inside ``hw10kit.checks``."""
+    return f"{probe.__module__}:{probe.__qualname__}"
+
+
+def resolve_probe(ident: str):
+    """The probe function named by ``probe_id`` (only ``hw10kit.checks`` modules)."""
+    import importlib
+
+    module, _, name = ident.partition(":")
+    if not module.startswith("hw10kit.checks.") or not name.isidentifier():
+        raise ValueError(f"unknown probe {ident!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def call_probe(probe, target: str, namespace: dict, inputs: dict, torch_seed: int) -> dict:
+    """Run one probe beside the student's code. Returns ``{"ok": outputs}`` or
+    ``{"error": message}``; never raises for the student's errors."""
+    try:
+        import torch
+        torch.manual_seed(torch_seed)
+        return {"ok": probe(namespace, inputs)}
+    except ProbeError as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - whatever the student's code raised
+        return {"error": f"{target} raised an exception:\n{student_traceback(exc)}"}
+
+
+def judge(check: Check, inputs: dict, reply: dict) -> tuple:
+    """(passed, message) for a probe's reply."""
+    if "error" in reply:
+        return False, str(reply["error"])
+    try:
+        passed, message = check.verdict(inputs, reply["ok"])
+    except Exception as exc:  # noqa: BLE001 - malformed outputs must not crash grading
+        return False, f"could not interpret what {check.target} returned ({type(exc).__name__}: {exc})"
+    return bool(passed), str(message)
+
+
+def run_checks(checks, namespace: dict, seed: int):
+    """Run checks in this process (the notebook's way). Yields (check, passed, message)."""
+    for check in checks:
+        inputs = check.inputs(check.rng(seed))
+        reply = call_probe(check.probe, check.target, namespace, inputs, check.torch_seed(seed))
+        yield (check, *judge(check, inputs, reply))
+
+
+def close(got, want, rtol=1e-4, atol=1e-5) -> bool:
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    return got.shape == want.shape and bool(np.all(np.isfinite(got))) and \
+        bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+def describe_mismatch(got, want, what="value") -> str:
+    """A short message with numbers: where the values differ most."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    if not np.all(np.isfinite(got)):
+        return f"{what} contains NaN or inf"
+    diff = np.abs(got - want)
+    i = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+    g, w = (got[i], want[i]) if diff.ndim else (float(got), float(want))
+    where = f" at index {tuple(int(k) for k in i)}" if diff.ndim else ""
+    return f"{what} is {g:.6g}{where}, expected {w:.6g} (difference {abs(g - w):.3g})"

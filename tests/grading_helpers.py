@@ -1,0 +1,58 @@
+"""Building submissions and running the judge for the grader tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+MASTER = REPO / "source" / "hw10" / "hw10_vae.ipynb"
+FULL_MARKS = 10.0
+
+
+def master_notebook():
+    return nbformat.read(MASTER, as_version=4)
+
+
+def solution_with(*extra_cells: str):
+    """The master notebook (solutions filled in) with code cells appended."""
+    nb = master_notebook()
+    nb.cells.extend(nbformat.v4.new_code_cell(src) for src in extra_cells)
+    return nb
+
+
+def write_folder(path: Path, nb, name="hw10_vae.ipynb") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path / name)
+    return path
+
+
+def write_zip(path: Path, files: dict) -> Path:
+    """files: name in zip -> bytes/str."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def judge(submission: Path, results: Path, seed: int = 1, **env) -> dict:
+    """Run ``python -m hw10grader`` in a subprocess, as run_autograder does."""
+    run_env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'autograder'}",
+               **{k: str(v) for k, v in env.items()}}
+    subprocess.run([sys.executable, "-m", "hw10grader", "--submission", str(submission),
+                    "--results", str(results), "--seed", str(seed)],
+                   cwd=REPO, env=run_env, check=True, capture_output=True, timeout=300)
+    return json.loads(results.read_text())
+
+
+def by_name(doc) -> dict:
+    return {t["name"]: t for t in doc["tests"]}
+
+
+def score_of(doc, prefix="") -> float:
+    return sum(t["score"] for t in doc["tests"] if t["name"].startswith(prefix))

@@ -1,0 +1,158 @@
+"""The judge, end to end with its sandbox: whatever a submission does, results.json
+is written and valid, a broken question costs only its own points, and the
+feedback says what to fix."""
+import json
+import os
+
+import pytest
+from grading_helpers import (FULL_MARKS, by_name, judge, master_notebook, score_of,
+                             solution_with, write_folder, write_zip)
+from hw10grader.results import validate
+
+Q2A, Q2B = "Q2(a)", "Q2(b)"
+
+
+def graded(tmp_path, nb, **env):
+    return judge(write_folder(tmp_path / "sub", nb), tmp_path / "results.json", **env)
+
+
+def assert_valid(doc):
+    validate(doc)
+    assert doc["tests"], "one entry per check, even when nothing could run"
+
+
+def test_solution_gets_full_marks(tmp_path):
+    doc = graded(tmp_path, master_notebook())
+    assert_valid(doc)
+    assert score_of(doc) == FULL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
+
+
+def test_results_record_the_seed_of_the_hidden_inputs(tmp_path):
+    doc = graded(tmp_path, master_notebook())
+    assert doc["extra_data"]["seed"] == 1 and "HW10_SEED=1" in doc["output"]
+
+
+def test_hidden_checks_are_shown_after_publishing_and_public_ones_now(tmp_path):
+    doc = graded(tmp_path, master_notebook())
+    vis = {t["visibility"] for t in doc["tests"]}
+    assert vis == {"visible", "after_published"}
+    assert all(("sample_gaussian" in t["name"]) or ("negative_elbo_bound" in t["name"]) for t in doc["tests"])
+
+
+def test_empty_zip_gets_zero_and_says_the_notebook_is_missing(tmp_path):
+    doc = judge(write_zip(tmp_path / "s.zip", {}), tmp_path / "r.json")
+    assert_valid(doc)
+    assert score_of(doc) == 0
+    assert all("hw10_vae.ipynb was not found" in t["output"] for t in doc["tests"])
+
+
+def test_renamed_copy_in_a_nested_folder_with_debris_is_found(tmp_path):
+    nb = json.dumps(master_notebook())
+    doc = judge(write_zip(tmp_path / "s.zip", {
+        "__MACOSX/hw10/._hw10_vae (1).ipynb": b"\x00\x05junk",
+        "hw10/.ipynb_checkpoints/hw10_vae-checkpoint.ipynb": "{}",
+        "hw10/hw10_vae (1).ipynb": nb}), tmp_path / "r.json")
+    assert score_of(doc) == FULL_MARKS
+    assert "hw10/hw10_vae (1).ipynb (renamed copy)" in doc["output"]
+
+
+def test_zip_entries_escaping_the_folder_are_ignored(tmp_path):
+    doc = judge(write_zip(tmp_path / "s.zip", {"../../evil.ipynb": "{}", "/abs.ipynb": "{}"}),
+                tmp_path / "r.json")
+    assert_valid(doc)
+    assert not (tmp_path.parent / "evil.ipynb").exists()
+
+
+def test_corrupt_notebook_json_gets_a_clear_message(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "hw10_vae.ipynb").write_text('{"cells": [')
+    doc = judge(tmp_path / "sub", tmp_path / "r.json")
+    assert_valid(doc)
+    assert score_of(doc) == 0 and "not valid JSON" in doc["tests"][0]["output"]
+
+
+def test_syntax_error_in_another_cell_costs_nothing_and_is_reported(tmp_path):
+    doc = graded(tmp_path, solution_with("def broken(:\n    pass"))
+    assert score_of(doc) == FULL_MARKS
+    assert "SyntaxError in cell" in doc["output"]
+
+
+def test_exception_at_import_in_another_cell_costs_nothing(tmp_path):
+    doc = graded(tmp_path, solution_with("import a_module_that_does_not_exist"))
+    assert score_of(doc) == FULL_MARKS
+
+
+def test_training_cells_are_not_run(tmp_path):
+    doc = graded(tmp_path, solution_with("import os\nos._exit(1)", "while True:\n    pass"))
+    assert score_of(doc) == FULL_MARKS
+
+
+def test_infinite_loop_costs_only_its_question_and_says_timed_out(tmp_path):
+    nb = solution_with("class VAE(VAE):\n    def negative_elbo_bound(self, x):\n        while True:\n            pass")
+    doc = graded(tmp_path, nb, HW10_QUESTION_TIMEOUT_S=8)
+    assert_valid(doc)
+    assert score_of(doc, Q2A) == 4.0 and score_of(doc, Q2B) == 0
+    assert all("timed out" in t["output"] for t in doc["tests"] if t["name"].startswith(Q2B))
+
+
+def test_os_exit_costs_only_its_question(tmp_path):
+    nb = solution_with("import os\nclass VAE(VAE):\n    def negative_elbo_bound(self, x):\n        os._exit(3)")
+    doc = graded(tmp_path, nb)
+    assert score_of(doc, Q2A) == 4.0 and score_of(doc, Q2B) == 0
+    assert "exited with code 3" in by_name(doc)[f"{Q2B} negative_elbo_bound: returns three scalars"]["output"]
+
+
+def test_fake_json_on_stdout_changes_nothing(tmp_path):
+    fake = json.dumps({"id": 1, "ok": {"shape": [5, 3]}, "tests": [], "score": 100})
+    nb = solution_with(f"_sg = sample_gaussian\ndef sample_gaussian(m, v):\n    print({fake!r})\n    return m")
+    doc = graded(tmp_path, nb)
+    assert_valid(doc)
+    assert score_of(doc, Q2A) < 4.0
+
+
+def test_runaway_output_is_capped_and_grading_continues(tmp_path):
+    nb = solution_with("_sg = sample_gaussian\ndef sample_gaussian(m, v):\n"
+                       "    for _ in range(20000):\n        print('x' * 100)\n    return _sg(m, v)")
+    doc = graded(tmp_path, nb)
+    assert score_of(doc) == FULL_MARKS
+    assert len(json.dumps(doc)) < 100_000
+
+
+def test_exception_feedback_is_trimmed_to_the_students_lines(tmp_path):
+    nb = solution_with("def sample_gaussian(m, v):\n    eps = torch.randn_like(m)\n    return m + v.sqrt() @ eps")
+    doc = graded(tmp_path, nb)
+    out = by_name(doc)[f"{Q2A} sample_gaussian: output has the shape of m"]["output"]
+    assert "sample_gaussian raised an exception" in out and "return m + v.sqrt() @ eps" in out
+    assert "hw10kit" not in out and "site-packages" not in out
+
+
+def test_blank_function_says_not_implemented(tmp_path):
+    nb = solution_with("def sample_gaussian(m, v):\n    raise NotImplementedError()")
+    doc = graded(tmp_path, nb)
+    assert score_of(doc, Q2A) == 0
+    assert "NotImplementedError" in doc["tests"][0]["output"]
+
+
+def test_monkeypatching_the_checks_does_not_reach_the_judge(tmp_path):
+    nb = solution_with("import hw10kit.checks.core as _core\n_core.judge = lambda *a, **k: (True, 'ok')\n"
+                       "def sample_gaussian(m, v):\n    return m")
+    doc = graded(tmp_path, nb)
+    assert score_of(doc, Q2A) < 4.0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user switch happens only when the judge is root")
+def test_student_code_runs_as_an_unprivileged_user(tmp_path):
+    nb = solution_with("import os\ndef sample_gaussian(m, v):\n    raise RuntimeError(f'uid={os.getuid()}')")
+    doc = graded(tmp_path, nb)
+    out = doc["tests"][0]["output"]
+    assert "uid=" in out and "uid=0" not in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user switch happens only when the judge is root")
+def test_student_code_cannot_write_next_to_the_results(tmp_path):
+    marker = tmp_path / "planted.json"
+    nb = solution_with(f"_sg = sample_gaussian\ndef sample_gaussian(m, v):\n"
+                       f"    try:\n        open({str(marker)!r}, 'w').write('{{}}')\n"
+                       f"    except OSError:\n        pass\n    return _sg(m, v)")
+    doc = graded(tmp_path, nb)
+    assert score_of(doc) == FULL_MARKS and not marker.exists()
