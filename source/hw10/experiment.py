@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Train the HW10 models from a terminal, with the code in your notebook.
+
+    python experiment.py --model vae [--num_latents 64] [--iter_max 10000]
+                         [--iter_save 10000] [--runid 0] [--out_dir checkpoints]
+
+Reads the definitions (imports, functions, classes) from ``hw10_vae.ipynb`` next to
+this file, so save the notebook first; training and plotting cells are not run. Trains
+the notebook's ``VAE`` with the course recipe (Adam, lr 1e-3, batches of 100 binarized
+afresh each time), then prints the bound on the full test set and, last, the course's
+summary line for the fixed 100-image test subset:
+
+    NELBO: <x>. KL: <y>. Rec: <z>
+
+Checkpoints, a 10 x 20 grid of samples and the loss curve go to
+``<out_dir>/model=vae_z=<num_latents>_run=<runid>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))  # the hw10kit/ package shipped beside this file
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # no display needed; set before any pyplot import
+
+NOTEBOOKS = {"vae": "hw10_vae.ipynb"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train an HW10 model with the code in your notebook.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", choices=sorted(NOTEBOOKS), required=True,
+                        help="which model to train")
+    parser.add_argument("--num_latents", type=int, default=64, help="latent dimension z_dim")
+    parser.add_argument("--iter_max", type=int, default=10000, help="training iterations")
+    parser.add_argument("--iter_save", type=int, default=10000,
+                        help="save a checkpoint every this many iterations (and at the end)")
+    parser.add_argument("--runid", type=int, default=0,
+                        help="run ID, also the random seed (use several for replicates)")
+    parser.add_argument("--out_dir", default="checkpoints", help="where runs are written")
+    parser.add_argument("--notebook", default=None,
+                        help="notebook to read the model from (default: the one beside this file)")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest)")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    for name in ("num_latents", "iter_max", "iter_save"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer")
+    return args
+
+
+def fail(message: str):
+    """Print a one-line error for the student and exit with status 1."""
+    print(f"experiment.py: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def load_model_class(notebook: Path, class_name: str):
+    """The class ``class_name`` defined in ``notebook`` (definitions only are run)."""
+    from hw10kit.notebook import NotebookError, load_definitions
+
+    if not notebook.is_file():
+        fail(f"{notebook} not found: keep experiment.py beside your notebook, or pass --notebook")
+    try:
+        ns = load_definitions(str(notebook))
+    except (NotebookError, SyntaxError, RuntimeError) as exc:
+        fail(f"could not read the definitions in {notebook.name}: {exc}")
+    cls = ns.get(class_name)
+    if cls is None:
+        fail(f"{notebook.name} defines no `{class_name}`: run and save the cell that defines it")
+    return cls
+
+
+def run_vae(args) -> int:
+    import torch
+
+    from hw10kit import data as hw10data
+    from hw10kit import vae_training as vt
+
+    notebook = Path(args.notebook) if args.notebook else HERE / NOTEBOOKS["vae"]
+    VAE = load_model_class(notebook, "VAE")
+    device = torch.device(args.device) if args.device else vt.pick_device()
+    run_dir = Path(args.out_dir) / f"model=vae_z={args.num_latents}_run={args.runid:04d}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    root = hw10data.find_root(HERE)  # $HW10_DATA, else data/ beside this file or above
+    train_images, _ = hw10data.load("train", root=root, device=device)
+    test_images, test_labels = hw10data.load("test", root=root, device=device)
+    x_subset, _ = hw10data.fixed_test_subset(test_images, test_labels)
+
+    torch.manual_seed(args.runid)
+    model = VAE(z_dim=args.num_latents).to(device)
+    print(f"Training VAE (z_dim={args.num_latents}) from {notebook.name} on {device} "
+          f"for {args.iter_max} iterations; writing to {run_dir}", flush=True)
+
+    def save(m, iteration):
+        torch.save(m.state_dict(), run_dir / f"model-{iteration:05d}.pt")
+
+    try:
+        history = vt.train_vae(model, train_images, iter_max=args.iter_max, seed=args.runid,
+                               device=device, progress=not args.no_progress,
+                               save_every=args.iter_save, save_fn=save)
+    except NotImplementedError:
+        fail(f"part of the VAE in {notebook.name} is not implemented yet (NotImplementedError): "
+             "fill in sample_gaussian and negative_elbo_bound, save the notebook, and run again")
+    except FloatingPointError as exc:
+        fail(str(exc))
+
+    import matplotlib.pyplot as plt
+
+    fig = vt.plot_loss_curve(history, run_dir / "loss.png",
+                             title=f"VAE training (z_dim={args.num_latents}, run {args.runid})")
+    plt.close(fig)
+    torch.manual_seed(args.runid)
+    vt.save_sample_grid(model, run_dir / "samples.png", rows=10, cols=20)
+    full = vt.evaluate_full(model, test_images, seed=0)
+    metrics = vt.evaluate_subset(model, x_subset, passes=100)
+    print(f"Loss curve: {run_dir / 'loss.png'}; samples: {run_dir / 'samples.png'}")
+    print(f"Negative ELBO on the full test set (10000 images): {full:.4f}")
+    print("Test subset (100 images, averaged over 100 passes):")
+    print(vt.summary_line(metrics), flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    runners = {"vae": run_vae}
+    return runners[args.model](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

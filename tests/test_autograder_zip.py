@@ -1,0 +1,64 @@
+"""The built autograder zip, run the way Gradescope runs it: its own run_autograder in
+a Gradescope-like layout (``AUTOGRADER_ROOT``), the path ``make grade`` takes."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from grading_helpers import FULL_MARKS, REPO, score_of, solution_with, write_folder
+from hw10grader.results import validate
+from pipeline import grade_local
+
+
+def run_zip(built_course, submission: Path, tmp_path, **env):
+    return grade_local.run(built_course.zip, submission, tmp_path / "results.json", seed=5,
+                           env={k: str(v) for k, v in env.items()})
+
+
+def test_solutions_get_full_marks_through_run_autograder(built_course, tmp_path):
+    doc = run_zip(built_course, built_course.solutions, tmp_path)
+    validate(doc)
+    assert score_of(doc) == FULL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
+
+
+def test_blank_release_gets_zero_with_a_valid_results_file(built_course, tmp_path):
+    doc = run_zip(built_course, built_course.release, tmp_path)
+    validate(doc)
+    assert score_of(doc) == 0 and len(doc["tests"]) == 12
+    assert "NotImplementedError" in doc["tests"][0]["output"]
+
+
+def test_results_are_written_even_when_the_grader_cannot_start(built_course, tmp_path):
+    base = tmp_path / "gs"
+    root = grade_local.gradescope_layout(built_course.zip, built_course.solutions, base)
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "HW10_PYTHON": "/nonexistent/python"}
+    proc = subprocess.run([str(root / "run_autograder")], cwd=root, env=env)
+    assert proc.returncode == 0
+    doc = json.loads((root / "results" / "results.json").read_text())
+    assert doc["tests"] == [] and "could not start" in doc["output"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="permissions only bind the sandbox user when the judge is root")
+def test_student_code_cannot_read_the_hidden_checks(built_course, tmp_path):
+    cheat = ("import sys, os\ndef sample_gaussian(m, v):\n"
+             "    path = os.path.join(sys.argv[1], 'hw10grader', 'hidden', 'vae.py')\n"
+             "    raise RuntimeError('LEAKED' + str(len(open(path).read())))")
+    doc = run_zip(built_course, write_folder(tmp_path / "sub", solution_with(cheat)), tmp_path)
+    out = doc["tests"][0]["output"]
+    assert "Permission denied" in out and not re.search(r"LEAKED\d", out)
+
+
+def test_make_grade_writes_results_for_a_zip_submission(built_course, tmp_path):
+    sub = tmp_path / "submission.zip"
+    shutil.make_archive(str(sub.with_suffix("")), "zip", built_course.solutions)
+    results = tmp_path / "out" / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.grade_local", "--submission", str(sub),
+                           "--results", str(results), "--zip", str(built_course.zip)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert score_of(json.loads(results.read_text())) == FULL_MARKS
+    assert f"{FULL_MARKS:g} / {FULL_MARKS:g}" in proc.stdout
