@@ -1,0 +1,119 @@
+"""How a student's answer is read out of a notebook (shared by the grader and
+experiment.py): definitions kept, work skipped, IPython syntax understood."""
+import json
+
+import nbformat
+import pytest
+from hw10kit import notebook
+
+
+def answer_of(*cells, tags=None):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    if tags:
+        for i, t in tags.items():
+            nb.cells[i].metadata["tags"] = t
+    return notebook.read_answer(json.loads(nbformat.writes(nb)))
+
+
+def run(*cells, **kw):
+    ns = {}
+    failures = notebook.exec_chunks(answer_of(*cells, **kw).chunks, ns)
+    assert not failures, failures
+    return ns
+
+
+def test_imports_functions_classes_and_constants_are_kept():
+    ns = run("import math\nfrom os import path as p", "def f(x):\n    return x + 1",
+             "class A:\n    k = 3", "SCALE = 2.5\nNAMES = ['a', 'b']")
+    assert {"math", "p", "f", "A", "SCALE", "NAMES"} <= set(ns)
+
+
+def test_calls_loops_and_prints_are_skipped():
+    ns = run("x = 1\nprint('hi')\nfor i in range(10**12):\n    pass\nwhile True:\n    pass\ny = 2")
+    assert ns["x"] == 1 and ns["y"] == 2
+
+
+def test_assignment_from_an_expensive_call_is_skipped():
+    ns = run("def train():\n    raise SystemExit('trained!')", "model = train()")
+    assert "model" not in ns
+
+
+def test_device_selection_is_kept():
+    ns = run("import torch\nif torch.cuda.is_available():\n    device = torch.device('cuda')\n"
+             "else:\n    device = torch.device('cpu')")
+    assert str(ns["device"]) in ("cpu", "cuda")
+
+
+def test_line_and_shell_magics_are_understood_and_skipped():
+    ns = run("%matplotlib inline\n!pip install nothing\nimport math\nx = math.pi")
+    assert "x" in ns
+
+
+def test_time_cell_magic_body_is_read():
+    ns = run("%%time\ndef f():\n    return 4")
+    assert ns["f"]() == 4
+
+
+def test_non_python_cell_magic_is_skipped():
+    assert answer_of("%%bash\nrm -rf /").chunks == []
+
+
+def test_cells_tagged_training_are_skipped():
+    ns = run("def f():\n    return 1", "def f():\n    return 2", tags={1: ["training"]})
+    assert ns["f"]() == 1
+
+
+def test_nbgrader_check_cells_are_skipped():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from somewhere_hidden import run_hidden")]
+    nb.cells[0].metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True}
+    assert notebook.read_answer(json.loads(nbformat.writes(nb))).chunks == []
+
+
+def test_try_and_if_blocks_keep_only_definitions():
+    ns = run("try:\n    import numpy as np\n    print('x')\nexcept ImportError:\n    np = None")
+    assert ns["np"] is not None
+
+
+def test_later_definitions_override_earlier_ones():
+    assert run("def f():\n    return 1", "def f():\n    return 2")["f"]() == 2
+
+
+def test_kept_code_keeps_the_students_line_numbers():
+    (chunk,) = answer_of("print(1)\nprint(2)\ndef f():\n    raise ValueError('x')").chunks
+    ns = {}
+    notebook.exec_chunks([chunk], ns)
+    with pytest.raises(ValueError) as info:
+        ns["f"]()
+    tb = info.value.__traceback__
+    while tb.tb_next:
+        tb = tb.tb_next
+    assert tb.tb_frame.f_code.co_filename == "<cell 1>" and tb.tb_lineno == 4
+
+
+def test_syntax_error_is_reported_with_its_cell_and_other_cells_still_read():
+    ans = answer_of("def ok():\n    return 1", "def bad(:\n    pass")
+    assert [c.cell for c in ans.chunks] == [1]
+    assert ans.syntax_errors and "cell 2" in ans.syntax_errors[0][1]
+
+
+def test_a_cell_that_raises_does_not_stop_later_cells():
+    failures = notebook.exec_chunks(answer_of("import not_a_real_module", "def f():\n    return 1").chunks,
+                                    ns := {})
+    assert failures[0][0] == 1 and ns["f"]() == 1
+
+
+def test_invalid_json_gets_a_student_friendly_error():
+    with pytest.raises(notebook.NotebookError, match="not valid JSON"):
+        notebook.load(b'{"cells": [')
+
+
+def test_json_without_cells_is_not_a_notebook():
+    with pytest.raises(notebook.NotebookError, match="not a Jupyter notebook"):
+        notebook.load(b'{"hello": 1}')
+
+
+def test_statements_sharing_a_line_are_filtered_one_by_one():
+    ns = run("import math; print('side effect'); K = 3")
+    assert ns["K"] == 3 and "math" in ns
