@@ -33,17 +33,18 @@ NOTEBOOKS = {"vae": "hw10_vae.ipynb"}
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Train an HW10 model with the code in your notebook.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Train an HW10 model with the code in your notebook.")
     parser.add_argument("--model", choices=sorted(NOTEBOOKS), required=True,
                         help="which model to train")
-    parser.add_argument("--num_latents", type=int, default=64, help="latent dimension z_dim")
-    parser.add_argument("--iter_max", type=int, default=10000, help="training iterations")
+    parser.add_argument("--num_latents", type=int, default=64, help="latent dimension z_dim (default: %(default)s)")
+    parser.add_argument("--iter_max", type=int, default=10000, help="training iterations (default: %(default)s)")
     parser.add_argument("--iter_save", type=int, default=10000,
-                        help="save a checkpoint every this many iterations (and at the end)")
+                        help="save a checkpoint every this many iterations and at the end "
+                             "(default: %(default)s)")
     parser.add_argument("--runid", type=int, default=0,
-                        help="run ID, also the random seed (use several for replicates)")
-    parser.add_argument("--out_dir", default="checkpoints", help="where runs are written")
+                        help="run ID, also the random seed; use several for replicates "
+                             "(default: %(default)s)")
+    parser.add_argument("--out_dir", default="checkpoints", help="where runs are written (default: %(default)s)")
     parser.add_argument("--notebook", default=None,
                         help="notebook to read the model from (default: the one beside this file)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest)")
