@@ -4,6 +4,7 @@
 #   make solutions   execute solutions/hw10/*.ipynb into solutions/hw10/executed/ (slow: trains)
 #   make grade SUBMISSION=<zip or folder> RESULTS=<path>   grade one submission locally
 #   make test        fast tests;  make test-slow   all tests, slow ones included
+#   make bench-grading   time grading and the build (bench/grading.json)
 #   make clean       remove built outputs (keeps .venv)
 
 SHELL := /bin/bash
@@ -14,7 +15,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all release solutions grade test test-slow clean venv
+.PHONY: all release solutions grade test test-slow clean venv bench-grading
 
 all: release
 
@@ -51,6 +52,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m ''
+
+bench-grading: autograder/autograder.zip
+	$(PY) -m bench.grading --runs 3
 
 clean:
 	rm -rf release solutions autograder/autograder.zip .pytest_cache

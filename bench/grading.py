@@ -25,12 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn, runs):
-    times = []
+    times, result = [], None
     for _ in range(runs):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return {"median_s": round(statistics.median(times), 2), "runs_s": [round(t, 2) for t in times]}
+    out = {"median_s": round(statistics.median(times), 2), "runs_s": [round(t, 2) for t in times]}
+    if isinstance(result, dict) and "tests" in result:
+        out["score"] = f"{sum(t['score'] for t in result['tests']):g} / {sum(t['max_score'] for t in result['tests']):g}"
+    return out
 
 
 def main(argv=None) -> int:
