@@ -29,6 +29,27 @@ DEFAULT_BUDGET_S = float(os.environ.get("HW10_BUDGET_S", 480))
 SAFETY_S = 10.0
 
 
+def _memory_limit_bytes() -> int | None:
+    """The container's memory limit (cgroup v2 or v1), if any."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 50:
+            return int(text)
+    return None
+
+
+def default_parallel() -> int:
+    """Questions graded at once: ``HW10_PARALLEL``, else 2, or 1 where a container has
+    under 1.5 GB (each sandbox imports torch, about 250 MB)."""
+    if os.environ.get("HW10_PARALLEL"):
+        return max(1, int(os.environ["HW10_PARALLEL"]))
+    limit = _memory_limit_bytes()
+    return 1 if (limit is not None and limit < 1.5 * 2**30) or (os.cpu_count() or 1) < 2 else 2
+
+
 def _entries(questions):
     table = {}
     for q in questions:
@@ -112,7 +133,7 @@ def grade(submission_path, results_path, seed: int | None = None,
                     e.set(False, answer)
             else:
                 runnable.append((q, answer))
-        workers = max(1, min(len(runnable), int(os.environ.get("HW10_PARALLEL", 2))))
+        workers = max(1, min(len(runnable), default_parallel()))
         with ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(_grade_question, q, a, table[q], seed, deadline) for q, a in runnable]
             for f in futures:
