@@ -156,3 +156,33 @@ def test_student_code_cannot_write_next_to_the_results(tmp_path):
                        f"    except OSError:\n        pass\n    return _sg(m, v)")
     doc = graded(tmp_path, nb)
     assert score_of(doc) == FULL_MARKS and not marker.exists()
+
+
+def test_a_process_that_stops_itself_cannot_hold_grading_past_the_deadline(tmp_path):
+    nb = solution_with("import os, signal, threading, time\n_sg = sample_gaussian\n"
+                       "def sample_gaussian(m, v):\n"
+                       "    threading.Thread(target=lambda: (time.sleep(0.2), os.kill(os.getpid(), signal.SIGSTOP))).start()\n"
+                       "    return _sg(m, v)")
+    doc = graded(tmp_path, nb, HW10_QUESTION_TIMEOUT_S=8)
+    assert_valid(doc)
+    assert any("timed out" in t["output"] for t in doc["tests"] if t["name"].startswith(Q2A))
+    assert doc["execution_time"] < 30
+
+
+def test_overall_budget_writes_results_even_if_grading_hangs(tmp_path):
+    import subprocess
+    import sys
+
+    from grading_helpers import REPO
+
+    sub = write_folder(tmp_path / "sub", master_notebook())
+    results = tmp_path / "r.json"
+    script = ("import time, hw10grader.judge as j\n"
+              "j._grade_question = lambda *a: time.sleep(1000)\n"
+              f"j.grade({str(sub)!r}, {str(results)!r}, seed=1, budget_s=12)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=60,
+                          env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'autograder'}"})
+    assert proc.returncode == 0
+    doc = json.loads(results.read_text())
+    assert_valid(doc)
+    assert "overall time budget" in doc["output"] and score_of(doc) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,7 @@ def grade(submission_path, results_path, seed: int | None = None,
 
     notes: list = []
     workdir = Path(tempfile.mkdtemp(prefix="hw10-grade-"))
+    watchdog = _Watchdog(results_path, all_entries, notes, seed_note, extra, started, budget_s)
     try:
         root = submission.prepare(Path(submission_path), workdir)
         answers = _read_notebooks(root, questions, notes)
@@ -146,18 +148,50 @@ def grade(submission_path, results_path, seed: int | None = None,
         notes.append("The autograder hit an internal error; checks that did not run score 0. "
                      "Please tell the course staff.\n" + traceback.format_exc(limit=5))
     finally:
-        user = sandbox_user()
-        if user:
-            kill_user_processes(user[0])
+        watchdog.cancel()
+        _kill_sandboxes()
         shutil.rmtree(workdir, ignore_errors=True)
+    return _final(results_path, all_entries, notes, seed_note, extra, started)
 
-    total = sum(e.score for e in all_entries)
-    possible = sum(e.max_score for e in all_entries)
-    visible = [e for e in all_entries if e.visibility == results.VISIBLE]
+
+def _kill_sandboxes():
+    user = sandbox_user()
+    if user:
+        kill_user_processes(user[0])
+
+
+def _final(results_path, entries, notes, seed_note, extra, started) -> dict:
+    total = sum(e.score for e in entries)
+    possible = sum(e.max_score for e in entries)
+    visible = [e for e in entries if e.visibility == results.VISIBLE]
     summary = (f"Autograded score: {total:g} / {possible:g}. Public checks passed: "
                f"{sum(e.score >= e.max_score for e in visible)}/{len(visible)}; hidden checks are "
                "shown once grades are published. Written answers are graded by hand.")
     output = "\n".join([summary, *notes, seed_note])
-    doc = results.document(all_entries, output, time.monotonic() - started, extra)
+    doc = results.document(entries, output, time.monotonic() - started, extra)
     results.write(results_path, doc)
     return doc
+
+
+class _Watchdog:
+    """Writes the results as they stand and ends the process when the overall budget is
+    spent, whatever the grading threads are stuck on: Gradescope kills a run at its own
+    limit and then shows the student nothing."""
+
+    def __init__(self, results_path, entries, notes, seed_note, extra, started, budget_s):
+        self.args = (results_path, entries, notes, seed_note, extra, started)
+        self.timer = threading.Timer(max(1.0, budget_s - SAFETY_S / 2), self._fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _fire(self):
+        try:
+            _kill_sandboxes()
+            self.args[2].append("Grading ran out of its overall time budget; checks that had not "
+                                "finished score 0.")
+            _final(*self.args)
+        finally:
+            os._exit(0)
+
+    def cancel(self):
+        self.timer.cancel()

@@ -189,19 +189,42 @@ class Sandbox:
         return {"user": self.user[0], "group": self.user[1], "extra_groups": []}
 
     def _send(self, msg):
+        """Write one message; a worker that stops reading (stopped, or busy forever)
+        cannot block the judge past the deadline: the write happens in a thread."""
+        payload = wire.dumps(msg)
+        errors: list = []
+
+        def write():
+            try:
+                self.proc.stdin.write(payload)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError) as exc:
+                errors.append(exc)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(max(0.0, self.deadline - time.monotonic()))
+        if writer.is_alive():
+            self._kill()
+            raise self._timeout()
+        if errors:
+            raise self._died()
+
+    def _timeout(self) -> SandboxError:
+        return SandboxError(f"timed out: your code was still running after the question's "
+                            f"{self.limits.wall_s:.0f} s limit (an infinite loop, or very slow code?)")
+
+    def _kill(self):
         try:
-            self.proc.stdin.write(wire.dumps(msg))
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise self._died() from None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def _receive(self) -> dict:
         try:
             line = self.replies.get(self.deadline)
         except TimeoutError:
-            raise SandboxError(f"timed out: your code was still running after the question's "
-                               f"{self.limits.wall_s:.0f} s limit (an infinite loop, or very slow code?)"
-                               ) from None
+            raise self._timeout() from None
         if line is None:
             raise self._died()
         try:
@@ -234,10 +257,7 @@ class Sandbox:
         return reply
 
     def close(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self._kill()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
