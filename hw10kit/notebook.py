@@ -34,6 +34,15 @@ CHEAP_CALLS = frozenset({
     "logging.getLogger",
 })
 
+#: Calls on these modules (and methods called on their results, as in
+#: ``torch.tensor(0.5).float()``) count as cheap: constants, distributions, layers.
+CHEAP_MODULES = frozenset({"torch", "nn", "F", "np", "numpy", "math", "functools",
+                           "collections", "itertools", "typing", "dataclasses"})
+
+#: Bounds on what one cell may hold (IPython's translation is quadratic in magics).
+MAX_CELL_CHARS = 200_000
+MAX_MAGIC_LINES = 200
+
 
 class NotebookError(ValueError):
     """The file is not a readable Jupyter notebook; the message says why."""
@@ -44,7 +53,7 @@ class Chunk:
     """Kept code of one cell: ``cell`` is the notebook cell number (1-based)."""
     cell: int
     source: str
-    dropped: list = field(default_factory=list)  # one-line descriptions of what was left out
+    dropped: list = field(default_factory=list)  # {"line", "text", "names"} of what was left out
 
     @property
     def filename(self) -> str:
@@ -53,21 +62,40 @@ class Chunk:
 
 def load(data) -> dict:
     """Parse notebook JSON (bytes, str or a path) into a dict, with a clear error."""
-    if isinstance(data, (bytes, bytearray)):
-        text = bytes(data).decode("utf-8-sig", errors="replace")
-    elif isinstance(data, str) and data.lstrip().startswith("{"):
+    if isinstance(data, str) and data.lstrip().startswith("{"):
         text = data
     else:
-        with open(data, "rb") as fh:
-            text = fh.read().decode("utf-8-sig", errors="replace")
+        if not isinstance(data, (bytes, bytearray)):
+            with open(data, "rb") as fh:
+                data = fh.read()
+        raw = bytes(data)
+        encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        text = raw.decode(encoding, errors="replace")
     try:
         nb = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotebookError(f"the notebook is not valid JSON ({exc.msg} at line {exc.lineno}); "
                             "re-download it from Jupyter with File > Save and try again") from None
+    except RecursionError:
+        raise NotebookError("the notebook's JSON is nested too deeply to be a notebook") from None
+    if isinstance(nb, dict) and "cells" not in nb and isinstance(nb.get("worksheets"), list):
+        nb = _from_v3(nb)
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise NotebookError("the file is JSON but not a Jupyter notebook (no 'cells' list)")
     return nb
+
+
+def _from_v3(nb: dict) -> dict:
+    """nbformat 3 keeps cells in worksheets and code in ``input``."""
+    cells = []
+    for ws in nb["worksheets"]:
+        for cell in ws.get("cells", []) if isinstance(ws, dict) else []:
+            if isinstance(cell, dict):
+                cell = dict(cell)
+                if cell.get("cell_type") == "code" and "source" not in cell:
+                    cell["source"] = cell.get("input", "")
+                cells.append(cell)
+    return {"cells": cells, "metadata": nb.get("metadata", {}), "nbformat": 3}
 
 
 def _cell_text(cell) -> str:
@@ -115,12 +143,28 @@ def _dotted(node) -> str | None:
     return None
 
 
+def _cheap_call(call: ast.Call) -> bool:
+    name = _dotted(call.func)
+    if name is not None:
+        return name in CHEAP_CALLS or name.split(".")[0] in CHEAP_MODULES
+    # a method of a cheap call's result: torch.tensor(0.5).float(), torch.Generator().manual_seed(0)
+    func = call.func
+    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call) and _cheap_call(func.value)
+
+
 def _is_cheap(expr) -> bool:
-    for node in ast.walk(expr):
-        if isinstance(node, ast.Call) and _dotted(node.func) not in CHEAP_CALLS:
+    """No expensive call runs when ``expr`` is evaluated (lambda bodies do not run)."""
+    todo = [expr]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Lambda):
+            todo.extend(node.args.defaults + [d for d in node.args.kw_defaults if d is not None])
+            continue
+        if isinstance(node, ast.Call) and not _cheap_call(node):
             return False
         if isinstance(node, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
             return False
+        todo.extend(ast.iter_child_nodes(node))
     return True
 
 
@@ -136,14 +180,26 @@ def _keep(stmt) -> bool | list:
         return stmt.value is None or _is_cheap(stmt.value)
     if isinstance(stmt, ast.If):
         return _is_cheap(stmt.test)
+    if isinstance(stmt, ast.With):
+        return all(_is_cheap(item.context_expr) for item in stmt.items)
     if isinstance(stmt, ast.Try):
         return True
     return False
 
 
-def _describe(stmt, lines) -> str:
+BLOCKS = (ast.If, ast.Try, ast.With)
+
+
+def _assigned_names(stmt) -> list:
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+        [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) else []
+    return sorted({n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)})
+
+
+def _describe(stmt, lines) -> dict:
+    """What was left out: its line, its first line of text, the names it would assign."""
     first = lines[stmt.lineno - 1].strip() if stmt.lineno <= len(lines) else ""
-    return f"line {stmt.lineno}: {first[:60]}"
+    return {"line": stmt.lineno, "text": first[:80], "names": _assigned_names(stmt)}
 
 
 def _filter_block(stmts, lines, out, dropped):
@@ -152,7 +208,7 @@ def _filter_block(stmts, lines, out, dropped):
     kept_any = False
     for stmt in stmts:
         verdict = _keep(stmt)
-        if verdict is True and not isinstance(stmt, (ast.If, ast.Try)):
+        if verdict is True and not isinstance(stmt, BLOCKS):
             kept_any = True
             continue
         if verdict is False:
@@ -160,8 +216,9 @@ def _filter_block(stmts, lines, out, dropped):
                 out[n] = ""
             dropped.append(_describe(stmt, lines))
             continue
-        # if / try: filter each body; an emptied body gets a `pass` to stay valid Python.
-        bodies = ([stmt.body, stmt.orelse] if isinstance(stmt, ast.If) else
+        # if / with / try: filter each body; an emptied body gets a `pass` to stay valid.
+        bodies = ([stmt.body, stmt.orelse] if isinstance(stmt, ast.If) else [stmt.body]
+                  if isinstance(stmt, ast.With) else
                   [stmt.body, *[h.body for h in stmt.handlers], stmt.orelse, stmt.finalbody])
         for body in bodies:
             if body and not _filter_block(body, lines, out, dropped):
@@ -177,6 +234,12 @@ def definitions_of(text: str, cell: int) -> Chunk | None:
     Raises SyntaxError (with ``filename`` set to ``<cell N>``) for a cell that is not
     valid Python after IPython's translation.
     """
+    if len(text) > MAX_CELL_CHARS:
+        raise ValueError(f"it holds {len(text)} characters; at most {MAX_CELL_CHARS} are read")
+    magics = sum(1 for ln in text.splitlines()
+                 if ln.lstrip()[:1] in ("!", "%") and not ln.lstrip().startswith("!="))
+    if magics > MAX_MAGIC_LINES:
+        raise ValueError(f"it holds {magics} magic or shell lines; at most {MAX_MAGIC_LINES} are read")
     py = to_python(text)
     if py is None:
         return None
@@ -186,14 +249,14 @@ def definitions_of(text: str, cell: int) -> Chunk | None:
     except SyntaxError as exc:
         exc.filename = filename
         raise
+    if _has_shared_lines(tree):
+        # Several statements on one line: one statement per line first (later line
+        # numbers shift), so that each can be kept or left out on its own.
+        py = ast.unparse(tree) + "\n"
+        tree = ast.parse(py, filename=filename)
     lines = py.splitlines()
     out = list(lines)
     dropped: list = []
-    if any(";" in ln for ln in lines) and _has_shared_lines(tree):
-        # Several statements on one line: rebuild from the AST (line numbers may shift).
-        kept = [s for s in tree.body if _keep(s) is not False]
-        src = ast.unparse(ast.Module(body=kept, type_ignores=[])) if kept else ""
-        return Chunk(cell, src + "\n", [_describe(s, lines) for s in tree.body if _keep(s) is False]) if kept else None
     if not _filter_block(tree.body, lines, out, dropped):
         return None
     return Chunk(cell, "\n".join(out) + "\n", dropped)
@@ -213,13 +276,20 @@ def _has_shared_lines(tree) -> bool:
 class Answer:
     """What the grader takes from a notebook: kept chunks and per-cell syntax errors."""
     chunks: list
-    syntax_errors: list  # (cell number, message)
+    problems: list  # (cell number, message): syntax errors, unreadable cells
 
 
-def read_answer(nb: dict) -> Answer:
-    """Kept definitions of every code cell, in notebook order."""
+def read_answer(nb: dict, deadline: float | None = None) -> Answer:
+    """Kept definitions of every code cell, in notebook order; reading stops at
+    ``deadline`` (``time.monotonic()``), if given, with a problem noted."""
+    import time
+
     chunks, errors = [], []
     for number, cell in enumerate(nb.get("cells", []), start=1):
+        if deadline is not None and time.monotonic() > deadline:
+            errors.append((number, f"the notebook took too long to read; cells {number} and "
+                                   "later were skipped"))
+            break
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         if _tags(cell) & SKIP_TAGS or _is_check_cell(cell):
@@ -229,7 +299,7 @@ def read_answer(nb: dict) -> Answer:
         except SyntaxError as exc:
             errors.append((number, f"SyntaxError in cell {number}, line {exc.lineno}: {exc.msg}"))
             continue
-        except Exception as exc:  # IPython's translation failing on odd input
+        except Exception as exc:  # too large, or IPython's translation failing on odd input
             errors.append((number, f"cell {number} could not be read: {exc}"))
             continue
         if chunk is not None:
@@ -261,8 +331,8 @@ def load_definitions(path, namespace: dict | None = None) -> dict:
     ``experiment.py`` on the student's own machine). Raises on syntax errors and on
     cells that fail, naming the cell."""
     answer = read_answer(load(path))
-    if answer.syntax_errors:
-        raise SyntaxError("; ".join(msg for _, msg in answer.syntax_errors))
+    if answer.problems:
+        raise SyntaxError("; ".join(msg for _, msg in answer.problems))
     ns = namespace if namespace is not None else {"__name__": "hw10_notebook"}
     failures = exec_chunks(answer.chunks, ns)
     if failures:

@@ -177,12 +177,32 @@ def test_overall_budget_writes_results_even_if_grading_hangs(tmp_path):
 
     sub = write_folder(tmp_path / "sub", master_notebook())
     results = tmp_path / "r.json"
-    script = ("import time, hw10grader.judge as j\n"
+    script = ("import time, hw10grader.judge as j, hw10grader.__main__ as entry\n"
               "j._grade_question = lambda *a: time.sleep(1000)\n"
-              f"j.grade({str(sub)!r}, {str(results)!r}, seed=1, budget_s=12)\n")
+              f"entry.main(['--submission', {str(sub)!r}, '--results', {str(results)!r}, '--budget', '12'])\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=60,
                           env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'autograder'}"})
     assert proc.returncode == 0
     doc = json.loads(results.read_text())
     assert_valid(doc)
     assert "overall time budget" in doc["output"] and score_of(doc) == 0
+
+
+def test_a_broken_sample_gaussian_costs_only_its_own_question(tmp_path):
+    doc = graded(tmp_path, solution_with("def sample_gaussian(m, v):\n    raise NotImplementedError()"))
+    assert score_of(doc, Q2A) == 0 and score_of(doc, Q2B) == 6.0
+
+
+def test_a_name_the_reader_skipped_is_explained(tmp_path):
+    nb = solution_with("SCALE = compute_scale_slowly()\n"
+                       "def sample_gaussian(m, v):\n    return m + SCALE * v.sqrt() * torch.randn_like(m)")
+    out = graded(tmp_path, nb)["tests"][0]["output"]
+    assert "NameError" in out and "`SCALE` is assigned in cell" in out and "does not run" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the user switch happens only when the judge is root")
+def test_a_process_that_escapes_the_session_does_not_hang_grading(tmp_path):
+    nb = solution_with("class _Escape:\n    import os, time\n    if os.fork() == 0:\n        os.setsid()\n"
+                       "        if os.fork() == 0:\n            time.sleep(3600)\n        os._exit(0)")
+    doc = graded(tmp_path, nb)
+    assert score_of(doc) == FULL_MARKS and doc["execution_time"] < 60

@@ -95,7 +95,7 @@ def test_kept_code_keeps_the_students_line_numbers():
 def test_syntax_error_is_reported_with_its_cell_and_other_cells_still_read():
     ans = answer_of("def ok():\n    return 1", "def bad(:\n    pass")
     assert [c.cell for c in ans.chunks] == [1]
-    assert ans.syntax_errors and "cell 2" in ans.syntax_errors[0][1]
+    assert ans.problems and "cell 2" in ans.problems[0][1]
 
 
 def test_a_cell_that_raises_does_not_stop_later_cells():
@@ -117,3 +117,61 @@ def test_json_without_cells_is_not_a_notebook():
 def test_statements_sharing_a_line_are_filtered_one_by_one():
     ns = run("import math; print('side effect'); K = 3")
     assert ns["K"] == 3 and "math" in ns
+
+
+def test_a_function_defined_as_a_lambda_is_kept():
+    ns = run("sample = lambda m, v: m + v.sqrt() * torch.randn_like(m)\nimport torch")
+    assert callable(ns["sample"])
+
+
+def test_constants_built_by_torch_calls_are_kept():
+    ns = run("import torch\nHALF = torch.tensor(0.5).float()\n"
+             "std_normal = torch.distributions.Normal(0., 1.)\ngen = torch.Generator().manual_seed(0)")
+    assert float(ns["HALF"]) == 0.5 and "std_normal" in ns and "gen" in ns
+
+
+def test_definitions_inside_a_with_block_are_kept_and_work_inside_is_not():
+    ns = run("import torch\nwith torch.no_grad():\n    def f():\n        return 3\n    print('work')")
+    assert ns["f"]() == 3
+
+
+def test_elif_on_a_torch_query_keeps_the_else_branch():
+    ns = run("import torch\nif torch.cuda.is_available():\n    device = 'cuda'\n"
+             "elif torch.backends.mps.is_built():\n    device = 'mps'\nelse:\n    device = 'cpu'")
+    assert ns["device"] in ("cuda", "mps", "cpu")
+
+
+def test_shared_lines_are_filtered_inside_blocks_too():
+    ns = run("import time; import os\ntry:\n    while True: pass\nexcept Exception: pass\nK = 1")
+    assert ns["K"] == 1
+
+
+def test_a_cell_with_too_many_shell_lines_is_skipped_with_a_reason():
+    ans = answer_of("\n".join(f"!echo {i}" for i in range(notebook.MAX_MAGIC_LINES + 1)), "X = 1")
+    assert [c.cell for c in ans.chunks] == [2]
+    assert "magic or shell lines" in ans.problems[0][1]
+
+
+def test_an_nbformat_3_notebook_is_read():
+    nb3 = {"nbformat": 3, "worksheets": [{"cells": [{"cell_type": "code", "input": "def f():\n    return 5"}]}]}
+    ans = notebook.read_answer(notebook.load(json.dumps(nb3).encode()))
+    ns = {}
+    notebook.exec_chunks(ans.chunks, ns)
+    assert ns["f"]() == 5
+
+
+def test_a_utf16_notebook_is_read():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("ANSWER = 'é'")]
+    raw = nbformat.writes(nb).encode("utf-16")
+    assert notebook.read_answer(notebook.load(raw)).chunks
+
+
+def test_deeply_nested_json_is_not_a_notebook():
+    with pytest.raises(notebook.NotebookError, match="nested too deeply"):
+        notebook.load(b"[" * 100000 + b"]" * 100000)
+
+
+def test_dropped_assignments_record_the_names_they_would_define():
+    (chunk,) = answer_of("import torch\nmodel = train_for_an_hour()").chunks
+    assert chunk.dropped == [{"line": 2, "text": "model = train_for_an_hour()", "names": ["model"]}]

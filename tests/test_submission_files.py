@@ -93,3 +93,22 @@ def test_a_file_that_is_not_a_zip_is_refused_clearly(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(submission.SubmissionError):
         submission.unpack_zip(bad, tmp_path)
+
+
+def test_an_entry_that_cannot_be_extracted_is_skipped_and_the_rest_is_graded(tmp_path):
+    z = tmp_path / "s.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("a", "file")
+        zf.writestr("a/b.ipynb", "{}")       # a folder where a file already is
+        zf.writestr("x" * 300 + ".txt", "")  # a name too long for the file system
+        zf.writestr("hw10/hw10_vae.ipynb", "{}")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    notes = submission.unpack_zip(z, dest)
+    assert len(notes) == 2 and all(n.startswith("skipped") for n in notes)
+    assert (dest / "hw10" / "hw10_vae.ipynb").exists()
+
+
+def test_a_notebook_several_folders_deep_is_found(tmp_path):
+    make_tree(tmp_path, ["a/b/c/d/e/f/g/hw10_vae.ipynb"])
+    assert submission.find_notebook(tmp_path, "hw10_vae.ipynb", "vae").path is not None

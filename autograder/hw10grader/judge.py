@@ -9,12 +9,14 @@ keeps the whole run inside the platform's limit.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from hw10kit import notebook
@@ -23,7 +25,7 @@ from hw10kit.checks.core import probe_id
 
 from . import results, submission
 from .assignment import QUESTIONS
-from .sandbox import Limits, Sandbox, SandboxError, kill_user_processes, sandbox_user
+from .sandbox import Limits, Sandbox, SandboxError, kill_processes, sandbox_user
 
 VERSION = "hw10grader 1.0"
 DEFAULT_BUDGET_S = float(os.environ.get("HW10_BUDGET_S", 480))
@@ -60,7 +62,7 @@ def _entries(questions):
     return table
 
 
-def _read_notebooks(root: Path, questions, notes: list) -> dict:
+def _read_notebooks(root: Path, questions, notes: list, deadline: float) -> dict:
     """release name -> notebook.Answer, or an error message for the student."""
     answers = {}
     for name, keyword in sorted({(q.notebook, q.keyword) for q in questions}):
@@ -70,20 +72,42 @@ def _read_notebooks(root: Path, questions, notes: list) -> dict:
             answers[name] = found.note
             continue
         try:
-            answer = notebook.read_answer(notebook.load(submission.read_bytes(found.path)))
+            answer = notebook.read_answer(notebook.load(submission.read_bytes(found.path)), deadline)
         except (notebook.NotebookError, submission.SubmissionError) as exc:
             answers[name] = f"{found.path.name} could not be read: {exc}"
             notes.append(answers[name])
             continue
-        for _, message in answer.syntax_errors:
+        for _, message in answer.problems:
             notes.append(f"{name}: {message} (that cell was skipped)")
         answers[name] = answer
     return answers
 
 
+_UNDEFINED = re.compile(r"name '(\w+)' is not defined|`(\w+)` is not defined")
+
+
+def _skipped_hint(answer, message: str) -> str:
+    """When a failure names something the reader left out, say which line and why."""
+    names = {a or b for a, b in _UNDEFINED.findall(message)}
+    for chunk in answer.chunks:
+        for d in chunk.dropped:
+            hit = names & set(d["names"])
+            if hit:
+                return (f"\n\nNote: `{hit.pop()}` is assigned in cell {chunk.cell}, line {d['line']} "
+                        f"(`{d['text']}`), which the grader does not run because it does work beyond "
+                        "defining things (training and calls are skipped). Define it in a function, "
+                        "a class, or with a plain value.")
+    return ""
+
+
 def _grade_question(q, answer, entries, seed: int, deadline: float) -> None:
     limits = Limits()
     q_deadline = min(time.monotonic() + limits.wall_s, deadline)
+    if q_deadline - time.monotonic() < 5:
+        for e in entries:
+            e.set(False, "not graded: the autograder ran out of time before this question "
+                         "(this is not about your code; please tell the course staff)")
+        return
     try:
         box = Sandbox(answer.chunks, limits, q_deadline)
     except SandboxError as exc:
@@ -104,7 +128,7 @@ def _grade_question(q, answer, entries, seed: int, deadline: float) -> None:
                     e.set(False, str(exc) + note)
                 return
             passed, message = judge_reply(check, inputs, reply)
-            entry.set(passed, message + ("" if passed else note))
+            entry.set(passed, message if passed else message + _skipped_hint(answer, message) + note)
     finally:
         box.close()
 
@@ -125,8 +149,8 @@ def grade(submission_path, results_path, seed: int | None = None,
     workdir = Path(tempfile.mkdtemp(prefix="hw10-grade-"))
     watchdog = _Watchdog(results_path, all_entries, notes, seed_note, extra, started, budget_s)
     try:
-        root = submission.prepare(Path(submission_path), workdir)
-        answers = _read_notebooks(root, questions, notes)
+        root = submission.prepare(Path(submission_path), workdir, notes)
+        answers = _read_notebooks(root, questions, notes, started + budget_s / 3)
         runnable = []
         for q in questions:
             answer = answers[q.notebook]
@@ -136,10 +160,16 @@ def grade(submission_path, results_path, seed: int | None = None,
             else:
                 runnable.append((q, answer))
         workers = max(1, min(len(runnable), default_parallel()))
-        with ThreadPoolExecutor(workers) as pool:
+        pool = ThreadPoolExecutor(workers)
+        try:
             futures = [pool.submit(_grade_question, q, a, table[q], seed, deadline) for q, a in runnable]
             for f in futures:
-                f.result()
+                f.result(timeout=max(1.0, deadline - time.monotonic() + SAFETY_S / 4))
+        except FutureTimeout:
+            notes.append("Grading ran out of its overall time budget; checks that had not "
+                         "finished score 0.")
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
     except submission.SubmissionError as exc:
         notes.append(str(exc))
         for e in all_entries:
@@ -155,9 +185,12 @@ def grade(submission_path, results_path, seed: int | None = None,
 
 
 def _kill_sandboxes():
+    """At the end: every process of the dedicated sandbox user (on Gradescope one
+    grading runs per container). The shared ``nobody`` fallback is left alone beyond
+    what each sandbox's own clean-up killed."""
     user = sandbox_user()
-    if user:
-        kill_user_processes(user[0])
+    if user and user[2]:
+        kill_processes(user[0])
 
 
 def _final(results_path, entries, notes, seed_note, extra, started) -> dict:

@@ -48,30 +48,52 @@ class SandboxError(Exception):
 
 
 def sandbox_user():
-    """(uid, gid) to run student code as, or None when the judge is not root."""
+    """(uid, gid, dedicated) to run student code as, or None when the judge is not root.
+    ``dedicated`` is True for the user setup.sh creates (``student``, or
+    ``HW10_SANDBOX_USER``); ``nobody`` is the fallback on a development machine."""
     if os.geteuid() != 0:
         return None
-    for name in (os.environ.get("HW10_SANDBOX_USER", "student"), "nobody"):
+    for name, dedicated in ((os.environ.get("HW10_SANDBOX_USER", "student"), True), ("nobody", False)):
         try:
             pw = pwd.getpwnam(name)
-            return pw.pw_uid, pw.pw_gid
+            return pw.pw_uid, pw.pw_gid, dedicated
         except KeyError:
             continue
     raise RuntimeError("running as root but no unprivileged user exists: run setup.sh "
                        "(it creates 'student') or set HW10_SANDBOX_USER")
 
 
-def kill_user_processes(uid: int) -> None:
-    """SIGKILL every process of ``uid`` (strays that left the session)."""
+def _processes_of(uid: int, token: str | None):
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            if token is not None:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if token.encode() not in fh.read():
+                        continue
+            yield int(entry)
+        except OSError:
+            continue
+
+
+def kill_processes(uid: int, token: str | None = None, rounds: int = 200) -> None:
+    """SIGKILL every process of ``uid`` (only those whose environment holds ``token``,
+    when given), round after round until none is left, so forks made meanwhile die too."""
     if uid == 0:
         return
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
+    for _ in range(rounds):
+        pids = list(_processes_of(uid, token))
+        if not pids:
+            return
+        for pid in pids:
             try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    os.kill(int(entry), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
                 pass
+        time.sleep(0.01)
 
 
 class _Tail:
@@ -136,10 +158,12 @@ class Sandbox:
         self.user = sandbox_user()
         self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
         if self.user:
-            os.chown(self.workdir, *self.user)
+            os.chown(self.workdir, self.user[0], self.user[1])
         reply_r, reply_w = os.pipe()
         python = python or os.environ.get("HW10_WORKER_PYTHON") or sys.executable
-        env = {"PATH": "/usr/bin:/bin", "HOME": self.workdir, "TMPDIR": self.workdir,
+        self.token = f"HW10_SANDBOX={os.urandom(8).hex()}"
+        env = {"HW10_SANDBOX": self.token.split("=", 1)[1],
+               "PATH": "/usr/bin:/bin", "HOME": self.workdir, "TMPDIR": self.workdir,
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
                "CUDA_VISIBLE_DEVICES": ""}
@@ -257,14 +281,19 @@ class Sandbox:
         return reply
 
     def close(self):
+        """Kill the worker, its process group, and any process it started that left the
+        group (found by the token in its environment). The output pipe is not closed
+        here: its reader thread may still be blocked on it, and closing a buffered
+        reader under a reading thread blocks."""
         self._kill()
+        if self.user:
+            kill_processes(self.user[0], self.token)
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        try:
+            self.proc.stdin.close()
+        except (OSError, ValueError):
+            pass
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -12,13 +12,14 @@ import re
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 MAX_ENTRIES = 5000
 MAX_BYTES = 500 * 1024 * 1024
 MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
-MAX_DEPTH = 6
+MAX_DEPTH = 12
 DEBRIS_DIRS = {"__MACOSX", ".ipynb_checkpoints", "__pycache__", ".git", ".Trash"}
 DEBRIS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
@@ -27,8 +28,10 @@ class SubmissionError(Exception):
     """The upload cannot be read; the message is written for the student."""
 
 
-def unpack_zip(path: Path, dest: Path) -> None:
-    """Extract ``path`` into ``dest`` safely."""
+def unpack_zip(path: Path, dest: Path) -> list:
+    """Extract ``path`` into ``dest`` safely. Entries that cannot be extracted (bad
+    names, CRC errors, encryption, a file where a folder is) are skipped; returns
+    one note per skipped entry."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -37,7 +40,7 @@ def unpack_zip(path: Path, dest: Path) -> None:
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES:
             raise SubmissionError(f"the zip holds {len(infos)} entries; at most {MAX_ENTRIES} are read")
-        total = 0
+        total, skipped = 0, []
         for info in infos:
             name = info.filename.replace("\\", "/")
             parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
@@ -45,31 +48,40 @@ def unpack_zip(path: Path, dest: Path) -> None:
                     or stat.S_ISLNK(info.external_attr >> 16)):
                 continue  # absolute, escaping, drive-letter or symlink entries are skipped
             target = dest.joinpath(*parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                while True:
-                    block = src.read(1 << 20)
-                    if not block:
-                        break
-                    total += len(block)
-                    if total > MAX_BYTES:
-                        raise SubmissionError("the zip unpacks to more than "
-                                              f"{MAX_BYTES // 2**20} MB; submit only your notebooks")
-                    out.write(block)
+            try:
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while True:
+                        block = src.read(1 << 20)
+                        if not block:
+                            break
+                        total += len(block)
+                        if total > MAX_BYTES:
+                            raise SubmissionError("the zip unpacks to more than "
+                                                  f"{MAX_BYTES // 2**20} MB; submit only your notebooks")
+                        out.write(block)
+            except SubmissionError:
+                raise
+            except (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError,
+                    ValueError, zlib.error) as exc:
+                skipped.append(f"skipped {name[:80]!r} in the zip ({type(exc).__name__})")
+    return skipped
 
 
-def prepare(submission: Path, workdir: Path) -> Path:
+def prepare(submission: Path, workdir: Path, notes: list | None = None) -> Path:
     """A folder holding the submission's files: a zip is unpacked into ``workdir``;
-    a folder holding only zips (and no notebooks) has those unpacked too."""
+    a folder holding only zips (and no notebooks) has those unpacked too. Entries
+    skipped while unpacking are added to ``notes``."""
+    notes = [] if notes is None else notes
     submission = Path(submission)
     if submission.is_file():
         root = workdir / "unpacked"
         root.mkdir(parents=True, exist_ok=True)
         if zipfile.is_zipfile(submission):
-            unpack_zip(submission, root)
+            notes.extend(unpack_zip(submission, root))
         else:
             shutil.copy(submission, root / submission.name)
         return root
@@ -80,7 +92,7 @@ def prepare(submission: Path, workdir: Path) -> Path:
         if zips:
             root = workdir / "unpacked"
             for i, z in enumerate(zips):
-                unpack_zip(z, root / str(i))
+                notes.extend(unpack_zip(z, root / str(i)))
             return root
     return submission
 

@@ -52,6 +52,14 @@ def sample_gaussian_call(ns: dict, inputs: dict) -> dict:
     return out
 
 
+def reference_sample_gaussian(m, v):
+    """A correct sampler, swapped in while negative_elbo_bound is probed, so that a
+    broken Q2(a) costs only Q2(a)'s points."""
+    import torch
+
+    return m + torch.sqrt(v) * torch.randn_like(m)
+
+
 def _linear_vae(ns: dict, inputs: dict):
     """The student's VAE with its encoder and decoder swapped for linear maps whose
     weights the check chose (the student's networks are not graded):
@@ -98,7 +106,8 @@ def _linear_vae(ns: dict, inputs: dict):
 
 
 def negative_elbo_call(ns: dict, inputs: dict) -> dict:
-    """Build the VAE with linear networks, call ``negative_elbo_bound(x)`` where x is
+    """Build the VAE with linear networks and a reference ``sample_gaussian`` in the
+    namespace, call ``negative_elbo_bound(x)`` where x is
     ``inputs["x"]`` (batch, 784), or one row repeated ``inputs["repeat"]`` times, and
     report the three returned values, their shapes, and the gradients of rec and kl
     with respect to the encoder's weights."""
@@ -108,7 +117,16 @@ def negative_elbo_call(ns: dict, inputs: dict) -> dict:
     x = torch.tensor(inputs["x"])
     if inputs.get("repeat"):
         x = x.reshape(1, -1).repeat(int(inputs["repeat"]), 1)
-    result = model.negative_elbo_bound(x)
+    missing = object()
+    saved = ns.get("sample_gaussian", missing)
+    ns["sample_gaussian"] = reference_sample_gaussian
+    try:
+        result = model.negative_elbo_bound(x)
+    finally:  # the notebook's own namespace must come back as it was
+        if saved is missing:
+            del ns["sample_gaussian"]
+        else:
+            ns["sample_gaussian"] = saved
     if not isinstance(result, (tuple, list)) or len(result) != 3:
         raise ProbeError("negative_elbo_bound should return a tuple (nelbo, kl, rec), but it returned "
                          f"{type(result).__name__}" + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))

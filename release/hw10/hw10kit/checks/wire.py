@@ -13,8 +13,8 @@ import zlib
 import numpy as np
 
 DTYPES = ("float32", "float64", "int64", "int32", "bool", "uint8")
-MAX_ELEMENTS = 20_000_000
-MAX_MESSAGE = 256 * 1024 * 1024
+MAX_ELEMENTS = 4_000_000           # per message, all arrays together
+MAX_MESSAGE = 64 * 1024 * 1024     # bytes of one JSON line
 
 
 class WireError(ValueError):
@@ -40,7 +40,10 @@ def _encode(obj):
     raise WireError(f"cannot send a {type(obj).__name__}")
 
 
-def _decode(obj):
+def _decode(obj, budget=None):
+    """Decode arrays, charging their element counts to ``budget`` (a one-item list) so
+    that one message cannot decode to more than MAX_ELEMENTS in all."""
+    budget = [MAX_ELEMENTS] if budget is None else budget
     if isinstance(obj, dict):
         if "__nd__" in obj:
             try:
@@ -51,8 +54,9 @@ def _decode(obj):
             if dtype not in DTYPES or any(s < 0 for s in shape) or len(shape) > 8:
                 raise WireError("bad array header")
             count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-            if count > MAX_ELEMENTS:
-                raise WireError("array too large")
+            budget[0] -= count
+            if budget[0] < 0:
+                raise WireError("arrays too large")
             dt = np.dtype(dtype).newbyteorder("<")
             try:
                 raw = zlib.decompressobj().decompress(base64.b64decode(data, validate=True),
@@ -62,9 +66,9 @@ def _decode(obj):
             if len(raw) != count * dt.itemsize:
                 raise WireError("array data does not match its shape")
             return np.frombuffer(raw, dtype=dt).astype(dtype).reshape(shape)
-        return {k: _decode(v) for k, v in obj.items()}
+        return {k: _decode(v, budget) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_decode(v) for v in obj]
+        return [_decode(v, budget) for v in obj]
     return obj
 
 
