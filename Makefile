@@ -4,6 +4,7 @@
 #   make solutions   execute solutions/hw10/*.ipynb into solutions/hw10/executed/ (slow: trains)
 #   make grade SUBMISSION=<zip or folder> RESULTS=<path>   grade one submission locally
 #   make test        fast tests;  make test-slow   all tests, slow ones included
+#   make bench       VAE training benchmark (about 20 min; bench/vae.json)
 #   make bench-grading   time grading and the build (bench/grading.json)
 #   make clean       remove built outputs (keeps .venv)
 
@@ -15,7 +16,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all release solutions grade test test-slow clean venv bench-grading
+.PHONY: all release solutions grade test test-slow clean venv bench bench-grading
 
 all: release
 
@@ -52,6 +53,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m ''
+
+bench: $(STAMP)
+	$(PY) -m bench.vae
 
 bench-grading: autograder/autograder.zip
 	$(PY) -m bench.grading --runs 3

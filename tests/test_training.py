@@ -234,3 +234,23 @@ def test_iwae_bound_is_tighter_than_the_nelbo_after_training(ns, mnist):
     vt.train_vae(model, train, iter_max=150, device=CPU, progress=False)
     nelbo = vt.evaluate_subset(model, x_subset, passes=50)["nelbo"]
     assert vt.evaluate_iwae(model, x_subset, k=100, passes=2) < nelbo - 1.0
+
+
+def test_each_epoch_visits_every_image_once_like_a_shuffled_dataloader():
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def loss(self, x):
+            self.seen.append(x.argmax(1))  # image i is the one-hot row i: binarizes to itself
+            return (self.w ** 2).sum() + 1.0, {}
+
+    images = torch.eye(300, 784)
+    model = Recorder()
+    vt.train_vae(model, images, iter_max=9, batch_size=100, device=CPU, progress=False)
+    epochs = torch.stack(model.seen).reshape(3, 300)
+    for epoch in epochs:
+        assert sorted(epoch.tolist()) == list(range(300))
+    assert not torch.equal(epochs[0], epochs[1])

@@ -128,6 +128,9 @@ def _grade_question(q, answer, entries, seed: int, deadline: float) -> None:
                     e.set(False, str(exc) + note)
                 return
             passed, message = judge_reply(check, inputs, reply)
+            if check.false_failure:
+                message += (f" [stochastic check: a correct answer fails it with probability at most "
+                            f"{check.false_failure:.0e}]")
             entry.set(passed, message if passed else message + _skipped_hint(answer, message) + note)
     finally:
         box.close()
