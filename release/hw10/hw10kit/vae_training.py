@@ -108,7 +108,7 @@ def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 1
     """Train ``model`` with the course recipe and return its loss history.
 
     The fast path: the training set lives on ``device`` as one tensor, each batch is
-    drawn there by random index and binarized there, Adam uses its fused kernel, and the
+    drawn there from a per-epoch permutation and binarized there, Adam uses its fused kernel, and the
     loss is read back to the host only every ``log_every`` steps. What is learned is the
     course's: Adam at ``lr``, batches of ``batch_size``, ``iter_max`` steps, the same
     networks.
@@ -116,9 +116,9 @@ def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 1
     Args:
         model: the notebook's ``VAE`` (moved to ``device`` in place).
         train_images: float32 (N, 784) in [0, 1] (not binarized). Kept whole on the
-            device; each iteration draws ``batch_size`` rows uniformly at random (with
-            replacement, ``torch.randint``) and binarizes them afresh with
-            ``torch.bernoulli`` ("dynamic binarization").
+            device; each epoch is a fresh random permutation (``torch.randperm``, as a
+            shuffled DataLoader), batches are consecutive slices of it, and each batch is
+            binarized afresh with ``torch.bernoulli`` ("dynamic binarization").
         iter_max: number of Adam steps (the course uses 10000).
         batch_size, lr: 100 and 1e-3 in the course.
         seed: seeds torch's global RNG before training (batches, binarization and the
@@ -155,6 +155,8 @@ def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 1
     schedule = lr_schedule(recipe, lr, iter_max)
     loss_fn = compiled_loss(model, compile)
     losses = torch.empty(iter_max, device=device)
+    per_epoch = (n // batch_size) * batch_size  # whole batches per epoch (drops a remainder)
+    order = None
 
     bar = tqdm(total=iter_max, disable=not progress or tqdm is None, desc="train",
                unit="it", dynamic_ncols=True, mininterval=0.5) if tqdm is not None else None
@@ -163,8 +165,10 @@ def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 1
             if recipe != "course":
                 for group in optimizer.param_groups:
                     group["lr"] = schedule(it)
-            idx = torch.randint(n, (batch_size,), device=device)
-            x = torch.bernoulli(data[idx])
+            start = ((it - 1) * batch_size) % per_epoch
+            if start == 0:  # a new epoch: a fresh shuffle, as DataLoader(shuffle=True) does
+                order = torch.randperm(n, device=device)
+            x = torch.bernoulli(data[order[start:start + batch_size]])
             loss = loss_fn(x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
