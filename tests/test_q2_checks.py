@@ -231,3 +231,15 @@ def test_solution_passes_200_gradings_with_different_seeds(solution_ns):
     for seed in range(200):
         for target in ("sample_gaussian", "negative_elbo_bound"):
             assert failed(grade(solution_ns, target, seed)) == set(), seed
+
+
+def test_probing_negative_elbo_leaves_the_notebooks_sample_gaussian_in_place(solution_ns):
+    ns = dict(solution_ns)
+    original = ns["sample_gaussian"]
+    grade(ns, "negative_elbo_bound")
+    assert ns["sample_gaussian"] is original
+
+
+def test_a_broken_sample_gaussian_does_not_fail_negative_elbo(solution_ns):
+    ns = with_code(solution_ns, "def sample_gaussian(m, v):\n    return m + v * torch.randn_like(m)")
+    assert failed(grade(ns, "negative_elbo_bound")) == set()
