@@ -43,8 +43,8 @@ def _shape_verdict(inputs, out):
 
 
 def _grad_m_verdict(inputs, out):
-    if not out["requires_grad"] or out["grad_m"] is None:
-        return False, f"z is not differentiable with respect to m: {REPARAM_HINT}"
+    if not out["requires_grad"] or out["grad_m"] is None or not np.any(out["grad_m"] != 0):
+        return False, f"no gradient reaches m: {REPARAM_HINT}"
     if not close(out["grad_m"], inputs["w"], rtol=1e-4, atol=1e-5):
         return False, ("d(sum(w*z))/dm should equal w (z moves one-for-one with m); "
                        + describe_mismatch(out["grad_m"], inputs["w"], "the gradient"))
