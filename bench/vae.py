@@ -50,22 +50,31 @@ def conventional_loader(batch_size=100):
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True)
 
 
+def conventional_batches(loader):
+    """Binarized batches (100, 784) from the DataLoader, epoch after epoch, forever."""
+    while True:
+        for xb, _ in loader:
+            yield torch.bernoulli(xb.reshape(xb.size(0), -1))
+
+
+def preloaded_batches(images, batch_size=100):
+    """Binarized batches sliced from a per-epoch permutation, as train_vae draws them."""
+    while True:
+        order = torch.randperm(images.shape[0])
+        for start in range(0, images.shape[0] - batch_size + 1, batch_size):
+            yield torch.bernoulli(images[order[start:start + batch_size]])
+
+
 def conventional_run(VAE, z_dim, iters, seed):
     """The conventional pipeline; returns (wall_s, steady_it_s, model)."""
     start = time.perf_counter()
-    loader = conventional_loader()
+    batches = conventional_batches(conventional_loader())
     torch.manual_seed(seed)
     model = VAE(z_dim)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    it, t_steady, batches = 0, None, iter(loader)
+    it, t_steady = 0, None
     while it < iters:
-        try:
-            xb, _ = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            continue
-        x = torch.bernoulli(xb.reshape(xb.size(0), -1))
-        loss = model.loss(x)[0]
+        loss = model.loss(next(batches))[0]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -101,30 +110,13 @@ def variant_it_s(VAE, *, preload, fused, sync_every, threads=None, compile=False
         params = list(model.parameters())
         opt = vt.make_adam(params, 1e-3, "cpu") if fused else torch.optim.Adam(params, lr=1e-3)
         loss_fn = vt.compiled_loss(model, compile)
-        if preload:
-            images, _ = data.load("train", root=ROOT / "data")
-            state = {"pos": images.shape[0]}
-
-            def batch():  # per-epoch permutation, as train_vae draws batches
-                if state["pos"] + 100 > images.shape[0]:
-                    state["order"], state["pos"] = torch.randperm(images.shape[0]), 0
-                state["pos"] += 100
-                return torch.bernoulli(images[state["order"][state["pos"] - 100:state["pos"]]])
-        else:
-            loader, holder = conventional_loader(), {}
-
-            def batch():
-                try:
-                    xb, _ = next(holder["it"])
-                except (KeyError, StopIteration):
-                    holder["it"] = iter(loader)
-                    xb, _ = next(holder["it"])
-                return torch.bernoulli(xb.reshape(xb.size(0), -1))
+        batches = (preloaded_batches(data.load("train", root=ROOT / "data")[0]) if preload
+                   else conventional_batches(conventional_loader()))
         first = time.perf_counter()
         for i in range(iters + warm):
             if i == warm:
                 t0 = time.perf_counter()
-            loss = loss_fn(batch())
+            loss = loss_fn(next(batches))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

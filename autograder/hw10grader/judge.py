@@ -30,6 +30,7 @@ from .sandbox import Limits, Sandbox, SandboxError, kill_processes, sandbox_user
 VERSION = "hw10grader 1.0"
 DEFAULT_BUDGET_S = float(os.environ.get("HW10_BUDGET_S", 480))
 SAFETY_S = 10.0
+OUT_OF_BUDGET = "Grading ran out of its overall time budget; checks that had not finished score 0."
 
 
 def _memory_limit_bytes() -> int | None:
@@ -169,8 +170,7 @@ def grade(submission_path, results_path, seed: int | None = None,
             for f in futures:
                 f.result(timeout=max(1.0, deadline - time.monotonic() + SAFETY_S / 4))
         except FutureTimeout:
-            notes.append("Grading ran out of its overall time budget; checks that had not "
-                         "finished score 0.")
+            notes.append(OUT_OF_BUDGET)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
     except submission.SubmissionError as exc:
@@ -223,8 +223,7 @@ class _Watchdog:
     def _fire(self):
         try:
             _kill_sandboxes()
-            self.args[2].append("Grading ran out of its overall time budget; checks that had not "
-                                "finished score 0.")
+            self.args[2].append(OUT_OF_BUDGET)
             _final(*self.args)
         finally:
             os._exit(0)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-STUDENT_FILE_PREFIX = "<cell "
+from ..notebook import CELL_FILE_PREFIX
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ProbeError(Exception):
 def student_traceback(exc: BaseException, limit_chars: int = 1500) -> str:
     """The exception with its traceback trimmed to the student's own notebook lines."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename.startswith(STUDENT_FILE_PREFIX)]
+              if f.filename.startswith(CELL_FILE_PREFIX)]
     lines = [f'  {f.filename[1:-1]}, line {f.lineno}, in {f.name}\n    {(f.line or "").strip()}'
              for f in frames[-5:]]
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()

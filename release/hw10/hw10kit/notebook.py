@@ -44,6 +44,14 @@ MAX_CELL_CHARS = 200_000
 MAX_MAGIC_LINES = 200
 
 
+#: Code kept from cell N is compiled under this file name, so tracebacks name the cell.
+CELL_FILE_PREFIX = "<cell "
+
+
+def cell_filename(cell: int) -> str:
+    return f"{CELL_FILE_PREFIX}{cell}>"
+
+
 class NotebookError(ValueError):
     """The file is not a readable Jupyter notebook; the message says why."""
 
@@ -57,7 +65,7 @@ class Chunk:
 
     @property
     def filename(self) -> str:
-        return f"<cell {self.cell}>"
+        return cell_filename(self.cell)
 
 
 def load(data) -> dict:
@@ -243,7 +251,7 @@ def definitions_of(text: str, cell: int) -> Chunk | None:
     py = to_python(text)
     if py is None:
         return None
-    filename = f"<cell {cell}>"
+    filename = cell_filename(cell)
     try:
         tree = ast.parse(py, filename=filename)
     except SyntaxError as exc:
