@@ -128,8 +128,8 @@ def variant_it_s(VAE, *, preload, fused, sync_every, threads=None, compile=False
         torch.set_num_threads(old_threads)
 
 
-def quality(models, x_subset, test_images):
-    rows = [vt.evaluate_subset(m, x_subset) for m in models]
+def quality(models, x_subset, test_images, test_labels):
+    rows = [vt.evaluate_course(m, test_images, test_labels) for m in models]
     out = {k: _mean_se([r[k] for r in rows]) for k in vt.METRICS}
     out["full_test_nelbo"] = _mean_se([vt.evaluate_full(m, test_images) for m in models])
     out["iwae100"] = _mean_se([vt.evaluate_iwae(m, x_subset, k=100) for m in models])
@@ -169,11 +169,11 @@ def main(argv=None) -> int:
             "conventional": {"wall_s": round(c_wall, 1), "it_s": round(c_its, 1)},
             "fast": {"wall_s": round(f_wall, 1), "it_s": round(f_its, 1)},
             "ratio_wall": round(c_wall / f_wall, 2), "ratio_it_s": round(f_its / c_its, 2)}
-        report["quality"][f"fast_z{z_dim}"] = quality([r[2] for r in fast], x_subset, test_images)
-        report["quality"][f"conventional_z{z_dim}"] = quality([r[2] for r in conv], x_subset, test_images)
+        report["quality"][f"fast_z{z_dim}"] = quality([r[2] for r in fast], x_subset, test_images, test_labels)
+        report["quality"][f"conventional_z{z_dim}"] = quality([r[2] for r in conv], x_subset, test_images, test_labels)
         if not args.skip_tuned:
             tuned = [fast_run(VAE, z_dim, args.iters, s, recipe="tuned") for s in seeds]
-            report["quality"][f"tuned_z{z_dim}"] = quality([r[2] for r in tuned], x_subset, test_images)
+            report["quality"][f"tuned_z{z_dim}"] = quality([r[2] for r in tuned], x_subset, test_images, test_labels)
         print(json.dumps({k: v for k, v in report.items() if k in ("speed", "quality")}), flush=True)
 
     ablation = {}

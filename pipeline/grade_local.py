@@ -47,7 +47,9 @@ def run(zip_path: Path, submission: Path, results: Path, seed: int | None = None
     base = Path(tempfile.mkdtemp(prefix="hw10-gradescope-"))
     try:
         root = gradescope_layout(zip_path, submission, base)
-        run_env = {**os.environ, **(env or {}), "AUTOGRADER_ROOT": str(root),
+        # HW10_LOCAL: a root run from a folder the sandbox users cannot reach may run
+        # student code as root, and says so in the results (never on Gradescope).
+        run_env = {**os.environ, "HW10_LOCAL": "1", **(env or {}), "AUTOGRADER_ROOT": str(root),
                    "HW10_PYTHON": python or sys.executable}
         if seed is not None:
             run_env["HW10_SEED"] = str(seed)

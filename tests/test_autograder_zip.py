@@ -6,10 +6,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from grading_helpers import FULL_MARKS, REPO, score_of, solution_with, write_folder
+from grading_helpers import FULL_MARKS, REPO, score_of, solution_with, write_folder, needs_pool_users
 from hw10grader.results import validate
 from pipeline import grade_local
 
@@ -42,7 +43,7 @@ def test_results_are_written_even_when_the_grader_cannot_start(built_course, tmp
     assert doc["tests"] == [] and "could not start" in doc["output"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="permissions only bind the sandbox user when the judge is root")
+@needs_pool_users
 def test_student_code_cannot_read_the_hidden_checks(built_course, tmp_path):
     cheat = ("import sys, os\ndef sample_gaussian(m, v):\n"
              "    path = os.path.join(sys.argv[1], 'hw10grader', 'hidden', 'vae.py')\n"
@@ -62,3 +63,42 @@ def test_make_grade_writes_results_for_a_zip_submission(built_course, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert score_of(json.loads(results.read_text())) == FULL_MARKS
     assert f"{FULL_MARKS:g} / {FULL_MARKS:g}" in proc.stdout
+
+
+def interpreter_inside(folder: Path) -> Path:
+    """A virtual environment inside ``folder`` that sees the development packages: a
+    checkout's .venv, as it sits under /root (mode 0700) in a container."""
+    import site
+
+    venv = folder / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site_dir,) = venv.glob("lib/python*/site-packages")
+    (site_dir / "dev.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return venv / "bin" / "python"
+
+
+@pytest.fixture()
+def private_folder():
+    folder = Path(tempfile.mkdtemp(prefix="hw10-private-"))  # mode 0700, like /root
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox users only exist for a root judge")
+def test_root_grading_from_a_0700_folder_gets_full_marks_and_names_the_folder(built_course, private_folder, tmp_path):
+    python = interpreter_inside(private_folder)
+    doc = grade_local.run(built_course.zip, built_course.solutions, tmp_path / "results.json",
+                          seed=5, python=str(python))
+    assert score_of(doc) == FULL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
+    assert f"cannot traverse {private_folder} (mode 0700)" in doc["output"]
+    assert "ran as root" in doc["output"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox users only exist for a root judge")
+def test_on_gradescope_an_unreachable_interpreter_is_an_internal_error_naming_the_folder(
+        built_course, private_folder, tmp_path):
+    python = interpreter_inside(private_folder)
+    doc = grade_local.run(built_course.zip, built_course.solutions, tmp_path / "results.json",
+                          seed=5, python=str(python), env={"HW10_LOCAL": "0"})
+    assert score_of(doc) == 0
+    assert all(f"cannot traverse {private_folder} (mode 0700)" in t["output"] for t in doc["tests"])

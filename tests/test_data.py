@@ -58,6 +58,28 @@ def test_fixed_test_subset_has_ten_of_each_digit_and_is_binary_and_repeatable():
     assert torch.equal(xs, data.fixed_test_subset(x, y)[0])
 
 
+def _course_images(x, y):
+    """The course's get_mnist_data: for each digit, its hand-picked positions, float32 / 255."""
+    return torch.cat([x[y == d][list(data.COURSE_TEST_INDEX[d])] for d in range(10)])
+
+
+def test_fixed_test_subset_is_bit_identical_to_the_course_binarization():
+    x, y = data.load("test", root=REPO / "data")
+    xl = _course_images(x, y)
+    torch.manual_seed(0)
+    course = torch.bernoulli(xl)
+    assert torch.equal(data.fixed_test_subset(x, y)[0], course)
+
+
+def test_fixed_test_subset_leaves_the_global_generator_alone():
+    x, y = data.load("test", root=REPO / "data")
+    torch.manual_seed(7)
+    want = torch.rand(3)
+    torch.manual_seed(7)
+    data.fixed_test_subset(x, y)
+    assert torch.equal(torch.rand(3), want)
+
+
 def test_root_is_found_from_a_subfolder(monkeypatch, tmp_path):
     monkeypatch.delenv("HW10_DATA", raising=False)
     assert data.find_root(REPO / "release" / "hw10") in (REPO / "release" / "hw10" / "data", REPO / "data")

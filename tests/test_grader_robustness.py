@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from grading_helpers import (FULL_MARKS, by_name, judge, master_notebook, score_of,
+from grading_helpers import (FULL_MARKS, needs_pool_users, by_name, judge, master_notebook, score_of,
                              solution_with, write_folder, write_zip)
 from hw10grader.results import validate
 
@@ -140,7 +140,7 @@ def test_monkeypatching_the_checks_does_not_reach_the_judge(tmp_path):
     assert score_of(doc, Q2A) < 4.0
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the user switch happens only when the judge is root")
+@needs_pool_users
 def test_student_code_runs_as_an_unprivileged_user(tmp_path):
     nb = solution_with("import os\ndef sample_gaussian(m, v):\n    raise RuntimeError(f'uid={os.getuid()}')")
     doc = graded(tmp_path, nb)
@@ -148,7 +148,7 @@ def test_student_code_runs_as_an_unprivileged_user(tmp_path):
     assert "uid=" in out and "uid=0" not in out
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the user switch happens only when the judge is root")
+@needs_pool_users
 def test_student_code_cannot_write_next_to_the_results(tmp_path):
     marker = tmp_path / "planted.json"
     nb = solution_with(f"_sg = sample_gaussian\ndef sample_gaussian(m, v):\n"
@@ -200,7 +200,7 @@ def test_a_name_the_reader_skipped_is_explained(tmp_path):
     assert "NameError" in out and "`SCALE` is assigned in cell" in out and "does not run" in out
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the user switch happens only when the judge is root")
+@needs_pool_users
 def test_a_process_that_escapes_the_session_does_not_hang_grading(tmp_path):
     nb = solution_with("class _Escape:\n    import os, time\n    if os.fork() == 0:\n        os.setsid()\n"
                        "        if os.fork() == 0:\n            time.sleep(3600)\n        os._exit(0)")

@@ -109,6 +109,24 @@ def test_evaluate_subset_returns_finite_metrics_with_nelbo_equal_kl_plus_rec(ns,
     assert metrics["nelbo"] == pytest.approx(metrics["kl"] + metrics["rec"], rel=1e-5)
 
 
+def test_evaluate_course_reproduces_the_course_evaluation_draw_for_draw(ns, mnist):
+    """The course: torch.manual_seed(0); xl = torch.bernoulli(xl); passes of
+    negative_elbo_bound continuing the same generator (3 passes here)."""
+    _, test, _ = mnist
+    labels = hw10data.load("test", root=hw10data.find_root(ROOT))[1]
+    model = _model(ns)
+    torch.manual_seed(0)
+    xl = torch.bernoulli(hw10data.course_test_images(test, labels)[0])
+    want = [0.0, 0.0, 0.0]
+    model.eval()
+    with torch.no_grad():
+        for _ in range(3):
+            for i, t in enumerate(model.negative_elbo_bound(xl)):
+                want[i] += t.item() / 3
+    got = vt.evaluate_course(model, test, labels, passes=3)
+    assert [got[k] for k in vt.METRICS] == pytest.approx(want, rel=1e-6)
+
+
 def test_evaluate_full_returns_a_finite_bound_that_is_reproducible(ns, mnist):
     _, test, _ = mnist
     model = _model(ns)

@@ -25,7 +25,7 @@ from hw10kit.checks.core import probe_id
 
 from . import results, submission
 from .assignment import QUESTIONS
-from .sandbox import Limits, Sandbox, SandboxError, kill_processes, sandbox_user
+from .sandbox import Limits, Sandbox, SandboxError, sweep_active
 
 VERSION = "hw10grader 1.0"
 DEFAULT_BUDGET_S = float(os.environ.get("HW10_BUDGET_S", 480))
@@ -101,7 +101,7 @@ def _skipped_hint(answer, message: str) -> str:
     return ""
 
 
-def _grade_question(q, answer, entries, seed: int, deadline: float) -> None:
+def _grade_question(q, answer, entries, seed: int, deadline: float, notes: list) -> None:
     limits = Limits()
     q_deadline = min(time.monotonic() + limits.wall_s, deadline)
     if q_deadline - time.monotonic() < 5:
@@ -115,6 +115,8 @@ def _grade_question(q, answer, entries, seed: int, deadline: float) -> None:
         for e in entries:
             e.set(False, f"{q.target} could not be loaded: {exc}")
         return
+    if box.note and box.note not in notes:
+        notes.append(box.note)
     try:
         note = ""
         if box.failures:
@@ -166,7 +168,7 @@ def grade(submission_path, results_path, seed: int | None = None,
         workers = max(1, min(len(runnable), default_parallel()))
         pool = ThreadPoolExecutor(workers)
         try:
-            futures = [pool.submit(_grade_question, q, a, table[q], seed, deadline) for q, a in runnable]
+            futures = [pool.submit(_grade_question, q, a, table[q], seed, deadline, notes) for q, a in runnable]
             for f in futures:
                 f.result(timeout=max(1.0, deadline - time.monotonic() + SAFETY_S / 4))
         except FutureTimeout:
@@ -188,12 +190,9 @@ def grade(submission_path, results_path, seed: int | None = None,
 
 
 def _kill_sandboxes():
-    """At the end: every process of the dedicated sandbox user (on Gradescope one
-    grading runs per container). The shared ``nobody`` fallback is left alone beyond
-    what each sandbox's own clean-up killed."""
-    user = sandbox_user()
-    if user and user[2]:
-        kill_processes(user[0])
+    """At the end: every process of every sandbox user still leased (each sandbox also
+    sweeps its own user when it closes)."""
+    sweep_active()
 
 
 def _final(results_path, entries, notes, seed_note, extra, started) -> dict:

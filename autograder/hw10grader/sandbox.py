@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw10kit.checks import wire
+
+from . import sandbox_users
 
 WORKER_SOURCE = (Path(__file__).with_name("worker.py")).read_text()
 KIT_DIR = os.environ.get("HW10_KIT_DIR") or str(Path(__file__).resolve().parents[1]
@@ -47,45 +50,73 @@ class SandboxError(Exception):
     written for the student."""
 
 
-def sandbox_user():
-    """(uid, gid, dedicated) to run student code as, or None when the judge is not root.
-    ``dedicated`` is True for the user setup.sh creates (``student``, or
-    ``HW10_SANDBOX_USER``); ``nobody`` is the fallback on a development machine."""
+#: Set by ``make grade`` and the tests (never on Gradescope): a root judge whose Python
+#: the sandbox users cannot reach may then run student code as itself, and says so.
+LOCAL_ENV = "HW10_LOCAL"
+_ACTIVE: set = set()  # leases held by live sandboxes, for the watchdog's last sweep
+
+
+def _needed_paths(python: str) -> list[str]:
+    """What the worker must reach: the interpreter, the kit and (for the judge's own
+    interpreter) where torch is installed."""
+    import importlib.util
+
+    paths = [python, os.path.join(KIT_DIR, "hw10kit", "__init__.py")]
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        spec = importlib.util.find_spec("torch")
+        if spec is not None and spec.origin:
+            paths.append(spec.origin)
+    return paths
+
+
+def choose_identity(python: str, deadline: float):
+    """(lease or None, note or None): who runs the student's code.
+
+    A root judge leases a dedicated pool user (``sandbox_users``). When that user cannot
+    reach the interpreter (a checkout inside a 0700 folder, such as /root in a
+    container), a local run (``HW10_LOCAL=1``) runs the code as the judge's own user and
+    returns a note saying so; on Gradescope that is an internal error naming the folder.
+    """
     if os.geteuid() != 0:
-        return None
-    for name, dedicated in ((os.environ.get("HW10_SANDBOX_USER", "student"), True), ("nobody", False)):
-        try:
-            pw = pwd.getpwnam(name)
-            return pw.pw_uid, pw.pw_gid, dedicated
-        except KeyError:
+        return None, None
+    try:
+        lease = sandbox_users.acquire(deadline)
+    except sandbox_users.SandboxUserError as exc:
+        raise SandboxError(f"internal: {exc}") from None
+    for path in _needed_paths(python):
+        blocked = sandbox_users.blocked_directory(path, lease.uid, lease.gid)
+        if blocked is None:
             continue
-    raise RuntimeError("running as root but no unprivileged user exists: run setup.sh "
-                       "(it creates 'student') or set HW10_SANDBOX_USER")
+        sandbox_users.release(lease)
+        mode = stat.S_IMODE(blocked.stat().st_mode)
+        why = (f"the sandbox user {lease.name} cannot traverse {blocked} (mode {mode:04o}), "
+               f"which holds {path}")
+        if os.environ.get(LOCAL_ENV) == "1":
+            return None, (f"Local grading as root: {why}. Student code therefore ran as root, in "
+                          "separate, resource-limited processes, without the per-user isolation "
+                          "used on Gradescope. For full isolation, grade from a folder that other "
+                          "users can traverse.")
+        raise SandboxError(f"internal: {why}; install the grader where other users can "
+                           "traverse every folder on the way (setup.sh does)")
+    _ACTIVE.add(lease.name)
+    return lease, None
 
 
-def _processes_of(uid: int, token: str | None):
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
+def kill_by_token(token: str) -> None:
+    """SIGKILL, round after round, every process whose environment holds ``token``: the
+    best a sandbox that shares the judge's uid can do (it misses a process that cleared
+    its environment; a leased user is swept whole instead)."""
+    for _ in range(200):
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
                 continue
-            if token is not None:
+            try:
                 with open(f"/proc/{entry}/environ", "rb") as fh:
-                    if token.encode() not in fh.read():
-                        continue
-            yield int(entry)
-        except OSError:
-            continue
-
-
-def kill_processes(uid: int, token: str | None = None, rounds: int = 200) -> None:
-    """SIGKILL every process of ``uid`` (only those whose environment holds ``token``,
-    when given), round after round until none is left, so forks made meanwhile die too."""
-    if uid == 0:
-        return
-    for _ in range(rounds):
-        pids = list(_processes_of(uid, token))
+                    if token.encode() in fh.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
         if not pids:
             return
         for pid in pids:
@@ -94,6 +125,16 @@ def kill_processes(uid: int, token: str | None = None, rounds: int = 200) -> Non
             except OSError:
                 pass
         time.sleep(0.01)
+
+
+def sweep_active() -> None:
+    """Kill every process of every user a live sandbox leased (the watchdog's last act)."""
+    for name in list(_ACTIVE):
+        try:
+            pw = pwd.getpwnam(name)
+            sandbox_users.kill_all(pw.pw_uid, pw.pw_gid)
+        except (KeyError, sandbox_users.SandboxUserError, OSError):
+            pass
 
 
 class _Tail:
@@ -155,12 +196,12 @@ class Sandbox:
 
     def __init__(self, chunks, limits: Limits, deadline: float, python: str | None = None):
         self.limits, self.deadline = limits, deadline
-        self.user = sandbox_user()
-        self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
-        if self.user:
-            os.chown(self.workdir, self.user[0], self.user[1])
-        reply_r, reply_w = os.pipe()
         python = python or os.environ.get("HW10_WORKER_PYTHON") or sys.executable
+        self.lease, self.note = choose_identity(python, deadline)
+        self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
+        if self.lease:
+            os.chown(self.workdir, self.lease.uid, self.lease.gid)
+        reply_r, reply_w = os.pipe()
         self.token = f"HW10_SANDBOX={os.urandom(8).hex()}"
         env = {"HW10_SANDBOX": self.token.split("=", 1)[1],
                "PATH": "/usr/bin:/bin", "HOME": self.workdir, "TMPDIR": self.workdir,
@@ -169,11 +210,11 @@ class Sandbox:
                "CUDA_VISIBLE_DEVICES": ""}
         try:
             self.proc = self._start(python, reply_w, env)
-        except PermissionError:
+        except OSError as exc:
             os.close(reply_w)
             os.close(reply_r)
-            raise SandboxError(f"internal: the sandbox user cannot run {python}; build the grader's "
-                               "virtual environment from a system Python (see the README)") from None
+            self._release()
+            raise SandboxError(f"internal: could not start {python} ({exc})") from None
         os.close(reply_w)
         self.output = _Tail(self.proc.stdout, limits.output_chars)
         self.replies = _Lines(os.fdopen(reply_r, "rb"))
@@ -196,21 +237,31 @@ class Sandbox:
     def _rlimits(self) -> str:
         """The limits the worker applies to itself before it runs any student code
         (no preexec_fn: the judge is threaded). The process cap counts every process
-        of the user, so it is only set for the dedicated sandbox user."""
+        of the user, so it is only set for a leased sandbox user."""
         lim, mb = self.limits, 1024 * 1024
         limits = {"RLIMIT_CPU": [lim.cpu_s, lim.cpu_s + 5],
                   "RLIMIT_AS": [lim.memory_mb * mb] * 2,
                   "RLIMIT_NOFILE": [lim.open_files] * 2,
                   "RLIMIT_FSIZE": [lim.file_mb * mb] * 2,
                   "RLIMIT_CORE": [0, 0]}
-        if self.user:
+        if self.lease:
             limits["RLIMIT_NPROC"] = [lim.processes] * 2
         return json.dumps(limits)
 
     def _identity(self) -> dict:
-        if not self.user:
+        if not self.lease:
             return {}
-        return {"user": self.user[0], "group": self.user[1], "extra_groups": []}
+        return {"user": self.lease.uid, "group": self.lease.gid, "extra_groups": []}
+
+    def _release(self):
+        """Every process of the leased user killed and awaited, then the lease freed; or,
+        without a lease, every process that still carries this sandbox's token."""
+        if self.lease:
+            _ACTIVE.discard(self.lease.name)
+            sandbox_users.release(self.lease)
+            self.lease = None
+        else:
+            kill_by_token(self.token)
 
     def _send(self, msg):
         """Write one message; a worker that stops reading (stopped, or busy forever)
@@ -281,13 +332,11 @@ class Sandbox:
         return reply
 
     def close(self):
-        """Kill the worker, its process group, and any process it started that left the
-        group (found by the token in its environment). The output pipe is not closed
-        here: its reader thread may still be blocked on it, and closing a buffered
-        reader under a reading thread blocks."""
+        """Kill the worker, its process group and everything else its user runs. The
+        output pipe is not closed here: its reader thread may still be blocked on it,
+        and closing a buffered reader under a reading thread blocks."""
         self._kill()
-        if self.user:
-            kill_processes(self.user[0], self.token)
+        self._release()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

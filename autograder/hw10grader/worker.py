@@ -19,11 +19,19 @@ import sys
 
 
 def apply_limits(spec: str) -> None:
+    """The judge's rlimits, and no_new_privs: no setuid program can raise this
+    process or its children above the sandbox user."""
+    import ctypes
     import json
     import resource
 
     for name, (soft, hard) in json.loads(spec).items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
+    PR_SET_NO_NEW_PRIVS = 38
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def main():

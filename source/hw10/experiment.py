@@ -128,7 +128,7 @@ def run_vae(args) -> int:
     torch.manual_seed(args.runid)
     vt.save_sample_grid(model, run_dir / "samples.png", rows=10, cols=20)
     full = vt.evaluate_full(model, test_images, seed=0)
-    metrics = vt.evaluate_subset(model, x_subset, passes=100)
+    metrics = vt.evaluate_course(model, test_images, test_labels, passes=100)
     niwae = vt.evaluate_iwae(model, x_subset, k=100)
     print(f"Loss curve: {run_dir / 'loss.png'}; samples: {run_dir / 'samples.png'}")
     print(f"Negative ELBO on the full test set (10000 images): {full:.4f}")

@@ -1,0 +1,226 @@
+"""The unprivileged users that run student code when the judge is root.
+
+A pool of dedicated users (``hw10sb1`` ... ``hw10sb8``; ``setup.sh`` creates them, and
+the judge creates any that are missing) that nothing else uses. A sandbox *leases* one
+user for its whole life, under an exclusive ``flock`` on a root-only lock file, so code of
+two sandboxes (two questions, or two students graded at the same time on one machine)
+never runs under the same uid at once. Before a lease is handed out and when it ends,
+every process of that user is killed and awaited, whatever its environment, session or
+parent, and the files it left in the shared temporary folders are removed.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "hw10sb"
+POOL_SIZE = int(os.environ.get("HW10_SANDBOX_POOL", 8))
+#: Folders anyone may write to: what the sandbox user leaves there is removed.
+SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+SWEEP_TIMEOUT_S = 10.0
+
+
+class SandboxUserError(RuntimeError):
+    """No dedicated user could be leased (the message is for the course staff)."""
+
+
+def pool_names() -> list[str]:
+    """``HW10_SANDBOX_USERS`` (comma-separated), else hw10sb1 ... hw10sb<POOL_SIZE>."""
+    names = [n.strip() for n in os.environ.get("HW10_SANDBOX_USERS", "").split(",") if n.strip()]
+    return names or [f"{PREFIX}{i}" for i in range(1, POOL_SIZE + 1)]
+
+
+@dataclass
+class Lease:
+    name: str
+    uid: int
+    gid: int
+    lock_fd: int
+
+
+def _lock_dir() -> Path:
+    """A folder only root can touch, for the lock files."""
+    for base in ("/run", tempfile.gettempdir()):
+        path = Path(base) / "hw10grader-sandbox-locks"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            continue
+        st = path.lstat()
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o077:
+            return path
+    raise SandboxUserError("no root-only folder for the sandbox users' lock files "
+                           "(tried /run and the temporary folder)")
+
+
+def create_user(name: str) -> None:
+    """A system user with no home, no login shell and a group of its own."""
+    nologin = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false") if os.path.exists(p)),
+                   "/bin/false")
+    if shutil.which("useradd"):
+        cmd = ["useradd", "--system", "--no-create-home", "--user-group", "--shell", nologin, name]
+    elif shutil.which("adduser"):
+        cmd = ["adduser", "--system", "--no-create-home", "--group", "--shell", nologin, name]
+    else:
+        raise SandboxUserError(f"cannot create the sandbox user {name!r}: neither useradd nor adduser "
+                               "exists; run setup.sh, or create it by hand")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise SandboxUserError(f"could not create the sandbox user {name!r}: "
+                               f"{(proc.stderr or proc.stdout).strip()}") from None
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def acquire(deadline: float) -> Lease:
+    """Lease a free pool user, creating one when every existing user is busy; waits for
+    a free one until ``deadline`` (``time.monotonic()``)."""
+    if os.geteuid() != 0:
+        raise SandboxUserError("only a root judge runs student code as another user")
+    locks = _lock_dir()
+    while True:
+        for name in pool_names():
+            try:
+                pw = pwd.getpwnam(name)
+            except KeyError:
+                create_user(name)
+                pw = pwd.getpwnam(name)
+            if pw.pw_uid == 0 or pw.pw_gid == 0:
+                raise SandboxUserError(f"the sandbox user {name!r} has uid or gid 0")
+            fd = _try_lock(locks / f"{name}.lock")
+            if fd is None:
+                continue
+            lease = Lease(name, pw.pw_uid, pw.pw_gid, fd)
+            sweep(lease.uid, lease.gid)  # whatever an earlier, crashed judge left behind
+            return lease
+        if time.monotonic() > deadline:
+            raise SandboxUserError("every sandbox user is busy (more gradings at once than "
+                                   f"HW10_SANDBOX_POOL={len(pool_names())} allows)")
+        time.sleep(0.05)
+
+
+def release(lease: Lease) -> None:
+    """Kill everything the user runs, remove its temporary files, then free the lease."""
+    try:
+        sweep(lease.uid, lease.gid)
+    finally:
+        os.close(lease.lock_fd)
+
+
+def live_processes(uid: int) -> list[int]:
+    """Processes (not zombies) whose real, effective, saved or filesystem uid is ``uid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as fh:
+                fields = dict(line.split(b":", 1) for line in fh.read().splitlines() if b":" in line)
+        except OSError:
+            continue
+        uids = {int(u) for u in fields.get(b"Uid", b"").split()}
+        if uid in uids and not fields.get(b"State", b"").strip().startswith(b"Z"):
+            found.append(int(entry))
+    return found
+
+
+def kill_all(uid: int, gid: int, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
+    """SIGKILL every process of ``uid`` and wait until none is left.
+
+    ``kill(-1, SIGKILL)`` sent *as that user* reaches every process it owns, in one
+    system call that new forks cannot outrun; it is repeated until a scan of /proc finds
+    none. Nothing here relies on what the processes hold (environment, session, parent).
+    """
+    if uid == 0:
+        raise ValueError("refusing to kill every process of root")
+    end = time.monotonic() + timeout_s
+    while live_processes(uid):
+        subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=gid, extra_groups=[],
+                       env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+        if time.monotonic() > end:
+            raise SandboxUserError(f"processes of uid {uid} survive SIGKILL: "
+                                   f"{live_processes(uid)[:10]}")
+        time.sleep(0.01)
+
+
+def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> None:
+    """Delete what ``uid`` left in the shared temporary folders (no links followed)."""
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for dirpath, dirnames, filenames in os.walk(folder, topdown=True):
+            for name in filenames + dirnames:
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if st.st_uid != uid:
+                    # nothing of uid's can lie below a folder it cannot enter
+                    if stat.S_ISDIR(st.st_mode) and not _may_traverse(Path(path), uid, gid):
+                        dirnames.remove(name)
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(path, ignore_errors=True)
+                    if name in dirnames:
+                        dirnames.remove(name)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+
+
+def sweep(uid: int, gid: int) -> None:
+    kill_all(uid, gid)
+    remove_files_of(uid, gid)
+
+
+def blocked_directory(path: str | os.PathLike, uid: int, gid: int) -> Path | None:
+    """The first directory on the way to ``path`` that ``uid`` cannot traverse (None when
+    it can reach it). Follows symbolic links the way the kernel does."""
+    target = Path(os.path.abspath(path))
+    seen = set()
+    todo = [target]
+    while todo:
+        current = todo.pop()
+        walked = Path("/")
+        for part in current.parts[1:]:
+            if not _may_traverse(walked, uid, gid):
+                return walked
+            walked = walked / part
+            if walked.is_symlink() and walked not in seen:
+                seen.add(walked)
+                todo.append(Path(os.path.realpath(walked)))
+    return None
+
+
+def _may_traverse(folder: Path, uid: int, gid: int) -> bool:
+    try:
+        st = folder.stat()
+    except OSError:
+        return False
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)

@@ -1,0 +1,102 @@
+"""Nothing that student code starts outlives its question, whatever it does to hide,
+and the next grading is unaffected. Only a root judge runs code as the pool users."""
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from grading_helpers import FULL_MARKS, judge, score_of, solution_with, write_folder, needs_pool_users
+from hw10grader import sandbox_users
+
+pytestmark = needs_pool_users
+
+SPAWN_EMPTY_ENV_SESSION = '''
+import subprocess, sys
+def sample_gaussian(m, v):
+    subprocess.Popen([sys.executable, "-c", {loop!r}], env={{}}, start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return m + v.sqrt() * __import__("torch").randn_like(m)
+'''
+
+DOUBLE_FORK = '''
+import os, sys
+def sample_gaussian(m, v):
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", {loop!r}])
+        os._exit(0)
+    return m + v.sqrt() * __import__("torch").randn_like(m)
+'''
+
+#: The daemon: ignores SIGTERM, SIGHUP and SIGINT, and keeps rewriting a marker file.
+LOOP = ("import os, signal, time\n"
+        "for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT): signal.signal(s, signal.SIG_IGN)\n"
+        "while True:\n"
+        "    open({path!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(0.02)\n")
+
+
+def pool_processes():
+    uids = []
+    for name in sandbox_users.pool_names():
+        try:
+            uids.append(__import__("pwd").getpwnam(name).pw_uid)
+        except KeyError:
+            pass
+    return {uid: sandbox_users.live_processes(uid) for uid in uids if sandbox_users.live_processes(uid)}
+
+
+def grade_with_daemon(tmp_path, template):
+    marker = Path("/tmp") / f"hw10-daemon-{uuid.uuid4().hex}"
+    cell = template.format(loop=LOOP.format(path=str(marker)))
+    doc = judge(write_folder(tmp_path / "sub", solution_with(cell)), tmp_path / "results.json")
+    time.sleep(0.5)  # a surviving daemon would have rewritten its marker by now
+    return doc, marker
+
+
+@pytest.mark.parametrize("template", [SPAWN_EMPTY_ENV_SESSION, DOUBLE_FORK],
+                         ids=["empty-environment-own-session", "double-fork"])
+def test_a_daemon_that_ignores_sigterm_does_not_survive_grading(tmp_path, template):
+    doc, marker = grade_with_daemon(tmp_path, template)
+    assert doc["tests"], doc["output"]
+    assert not marker.exists(), f"daemon {marker.read_text()} survived"
+    assert pool_processes() == {}
+
+
+def test_the_next_grading_after_a_daemon_is_unaffected(tmp_path):
+    grade_with_daemon(tmp_path / "first", SPAWN_EMPTY_ENV_SESSION)
+    doc = judge(write_folder(tmp_path / "second", solution_with()), tmp_path / "second.json")
+    assert score_of(doc) == FULL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
+
+
+def test_files_a_student_leaves_in_tmp_are_removed(tmp_path):
+    name = f"/tmp/hw10-left-{uuid.uuid4().hex}"
+    cell = ("import torch\ndef sample_gaussian(m, v):\n"
+            f"    open({name!r}, 'w').write('source of the next student?')\n"
+            "    return m + v.sqrt() * torch.randn_like(m)\n")
+    judge(write_folder(tmp_path / "sub", solution_with(cell)), tmp_path / "results.json")
+    assert not os.path.exists(name)
+
+
+def test_two_sandboxes_never_share_a_user_at_the_same_time():
+    deadline = time.monotonic() + 10
+    first = sandbox_users.acquire(deadline)
+    try:
+        second = sandbox_users.acquire(deadline)
+        try:
+            assert first.uid != second.uid
+        finally:
+            sandbox_users.release(second)
+    finally:
+        sandbox_users.release(first)
+
+
+def test_pool_users_are_unprivileged_and_own_no_home():
+    lease = sandbox_users.acquire(time.monotonic() + 10)
+    try:
+        pw = __import__("pwd").getpwnam(lease.name)
+        assert pw.pw_uid != 0 and pw.pw_gid != 0 and not os.path.isdir(pw.pw_dir)
+    finally:
+        sandbox_users.release(lease)
