@@ -47,3 +47,10 @@ def test_sample_grid_and_loss_curve_are_saved_as_png(executed):
     folder, _ = executed
     for name in ("vae_samples.png", "vae_loss.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_check_cells_print_their_report_without_echoing_a_bool(executed):
+    _, nb = executed
+    for cell_id in ("q2a-check", "q2b-check"):
+        cell = next(c for c in nb.cells if c.get("id") == cell_id)
+        assert not [o for o in cell.outputs if o.output_type == "execute_result"], cell_id

@@ -22,7 +22,7 @@ def solution_ns():
 
 def grade(ns, target, seed=SEED):
     checks = [c for q in QUESTIONS if q.target == target for c in q.checks]
-    return {c.title: (ok, msg) for c, ok, msg in run_checks(checks, ns, seed)}
+    return {c.title: (ok, msg) for c, ok, msg, _ in run_checks(checks, ns, seed)}
 
 
 def with_code(solution_ns, code):
@@ -243,3 +243,23 @@ def test_probing_negative_elbo_leaves_the_notebooks_sample_gaussian_in_place(sol
 def test_a_broken_sample_gaussian_does_not_fail_negative_elbo(solution_ns):
     ns = with_code(solution_ns, "def sample_gaussian(m, v):\n    return m + v * torch.randn_like(m)")
     assert failed(grade(ns, "negative_elbo_bound")) == set()
+
+
+def test_an_unfinished_function_is_reported_once_as_not_implemented(capsys):
+    from hw10kit.checks import check
+
+    def sample_gaussian(m, v):
+        raise NotImplementedError()
+
+    report = check("sample_gaussian", {"sample_gaussian": sample_gaussian}, seed=0)
+    out = capsys.readouterr().out
+    assert not report
+    assert out.count("not implemented yet") == 1 and "Traceback" not in out
+    assert "`sample_gaussian` is not implemented yet" in out
+
+
+def test_check_returns_a_true_report_when_all_pass_and_displays_nothing(solution_ns):
+    from hw10kit.checks import check
+
+    report = check("sample_gaussian", dict(solution_ns), seed=0)
+    assert report and report._ipython_display_() is None

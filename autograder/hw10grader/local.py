@@ -19,7 +19,7 @@ def run_hidden(target: str, namespace: dict | None = None, seed: int | None = No
         namespace = inspect.currentframe().f_back.f_globals
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
     checks = [c for q in QUESTIONS if q.target == target for c in q.checks]
-    failed = [f"{c.name}: {msg}" for c, ok, msg in run_checks(checks, namespace, seed) if not ok]
+    failed = [f"{c.name}: {msg}" for c, ok, msg, _ in run_checks(checks, namespace, seed) if not ok]
     if failed:
         raise AssertionError("\n".join(failed))
     print(f"{target}: all {len(checks)} checks passed (seed {seed})")

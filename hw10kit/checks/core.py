@@ -81,15 +81,26 @@ def resolve_probe(ident: str):
     return getattr(importlib.import_module(module), name)
 
 
+def not_implemented_message(target: str, exc: BaseException) -> str:
+    """What to say when the student's function still raises NotImplementedError."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    name = frames[-1].name if frames and frames[-1].name.isidentifier() else target
+    return (f"`{name}` is not implemented yet: in the cell that defines `{name}`, replace "
+            "`raise NotImplementedError()` with your code, run that cell, then run this check again.")
+
+
 def call_probe(probe, target: str, namespace: dict, inputs: dict, torch_seed: int) -> dict:
     """Run one probe beside the student's code. Returns ``{"ok": outputs}`` or
-    ``{"error": message}``; never raises for the student's errors."""
+    ``{"error": message}`` (with ``"unfinished": True`` when the code still raises
+    NotImplementedError); never raises for the student's errors."""
     try:
         import torch
         torch.manual_seed(torch_seed)
         return {"ok": probe(namespace, inputs)}
     except ProbeError as exc:
         return {"error": str(exc)}
+    except NotImplementedError as exc:
+        return {"error": not_implemented_message(target, exc), "unfinished": True}
     except Exception as exc:  # noqa: BLE001 - whatever the student's code raised
         return {"error": f"{target} raised an exception:\n{student_traceback(exc)}"}
 
@@ -106,11 +117,12 @@ def judge(check: Check, inputs: dict, reply: dict) -> tuple:
 
 
 def run_checks(checks, namespace: dict, seed: int):
-    """Run checks in this process (the notebook's way). Yields (check, passed, message)."""
+    """Run checks in this process (the notebook's way). Yields (check, passed, message,
+    unfinished), ``unfinished`` being True when the code raised NotImplementedError."""
     for check in checks:
         inputs = check.inputs(check.rng(seed))
         reply = call_probe(check.probe, check.target, namespace, inputs, check.torch_seed(seed))
-        yield (check, *judge(check, inputs, reply))
+        yield (check, *judge(check, inputs, reply), bool(reply.get("unfinished")))
 
 
 def close(got, want, rtol=1e-4, atol=1e-5) -> bool:
