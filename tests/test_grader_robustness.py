@@ -4,6 +4,7 @@ feedback says what to fix."""
 import json
 import os
 
+import nbformat
 import pytest
 from grading_helpers import (FULL_MARKS, needs_pool_users, by_name, judge, master_notebook, score_of,
                              solution_with, write_folder, write_zip)
@@ -74,7 +75,7 @@ def test_corrupt_notebook_json_gets_a_clear_message(tmp_path):
 def test_syntax_error_in_another_cell_costs_nothing_and_is_reported(tmp_path):
     doc = graded(tmp_path, solution_with("def broken(:\n    pass"))
     assert score_of(doc) == FULL_MARKS
-    assert "SyntaxError in cell" in doc["output"]
+    assert "SyntaxError in code cell" in doc["output"]
 
 
 def test_exception_at_import_in_another_cell_costs_nothing(tmp_path):
@@ -194,10 +195,43 @@ def test_a_broken_sample_gaussian_costs_only_its_own_question(tmp_path):
 
 
 def test_a_name_the_reader_skipped_is_explained(tmp_path):
+    nb = solution_with("for _ in range(1):\n    SCALE = 1.0\n"
+                       "def sample_gaussian(m, v):\n    return m + SCALE * v.sqrt() * torch.randn_like(m)")
+    out = graded(tmp_path, nb)["tests"][0]["output"]
+    assert "NameError" in out and "`SCALE` is assigned in code cell" in out and "does not run" in out
+
+
+def test_a_statement_that_failed_while_defining_is_named_in_the_feedback(tmp_path):
     nb = solution_with("SCALE = compute_scale_slowly()\n"
                        "def sample_gaussian(m, v):\n    return m + SCALE * v.sqrt() * torch.randn_like(m)")
     out = graded(tmp_path, nb)["tests"][0]["output"]
-    assert "NameError" in out and "`SCALE` is assigned in cell" in out and "does not run" in out
+    assert "line 1 (`SCALE = compute_scale_slowly()`) raised" in out and "compute_scale_slowly" in out
+
+
+def test_a_failing_import_costs_nothing_when_grading_does_not_need_it(tmp_path):
+    nb = solution_with()
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import seaborn_not_installed as sns\nimport torch\nK = 1"))
+    assert score_of(graded(tmp_path, nb)) == FULL_MARKS
+
+
+def test_a_failing_import_that_grading_needs_is_named_in_the_feedback(tmp_path):
+    nb = solution_with("import scipy_not_installed as sp\n"
+                       "def sample_gaussian(m, v):\n    return m + sp.sqrt(v) * torch.randn_like(m)")
+    out = graded(tmp_path, nb)["tests"][0]["output"]
+    assert "No module named 'scipy_not_installed'" in out
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u0085", "\x0c"], ids=["U+2028", "U+0085", "form-feed"])
+def test_odd_line_break_characters_in_a_correct_answer_cost_nothing(tmp_path, char):
+    nb = solution_with(f"import torch  # noise{char}comment\nSEP = '{char}'\n"
+                       "def sample_gaussian(m, v):\n    return m + v.sqrt() * torch.randn_like(m)  # ok" + char)
+    assert score_of(graded(tmp_path, nb)) == FULL_MARKS
+
+
+def test_a_module_level_distribution_object_is_defined_for_grading(tmp_path):
+    nb = solution_with("import torch\nfrom torch.distributions import Normal\nSTD_NORMAL = Normal(0.0, 1.0)\n"
+                       "def sample_gaussian(m, v):\n    return m + v.sqrt() * STD_NORMAL.sample(m.shape)")
+    assert score_of(graded(tmp_path, nb)) == FULL_MARKS
 
 
 @needs_pool_users

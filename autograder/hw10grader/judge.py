@@ -94,11 +94,23 @@ def _skipped_hint(answer, message: str) -> str:
         for d in chunk.dropped:
             hit = names & set(d["names"])
             if hit:
-                return (f"\n\nNote: `{hit.pop()}` is assigned in cell {chunk.cell}, line {d['line']} "
+                return (f"\n\nNote: `{hit.pop()}` is assigned in {chunk.label or f'code cell {chunk.cell}'}, line {d['line']} "
                         f"(`{d['text']}`), which the grader does not run because it does work beyond "
                         "defining things (training and calls are skipped). Define it in a function, "
                         "a class, or with a plain value.")
     return ""
+
+
+def _failure_note(answer, failures) -> str:
+    """The statements that raised while the definitions ran (each costs only the names
+    it would have defined), for the feedback of a check that failed."""
+    if not failures:
+        return ""
+    labels = {c.cell: c.label or f"code cell {c.cell}" for c in answer.chunks}
+    shown = [f"{labels.get(cell, f'code cell {cell}')}, line {line} (`{text}`) raised:\n{error}"
+             for cell, line, text, error in failures[:3]]
+    more = f"\n(and {len(failures) - 3} more)" if len(failures) > 3 else ""
+    return "\n\nNote: while your definitions ran, " + "\n".join(shown) + more
 
 
 def _grade_question(q, answer, entries, seed: int, deadline: float, notes: list) -> None:
@@ -118,10 +130,7 @@ def _grade_question(q, answer, entries, seed: int, deadline: float, notes: list)
     if box.note and box.note not in notes:
         notes.append(box.note)
     try:
-        note = ""
-        if box.failures:
-            note = "\n\nNote: while defining your functions, " + "; ".join(
-                f"cell {cell} raised:\n{text}" for cell, text in box.failures[:3])
+        note = _failure_note(answer, box.failures)
         for check, entry in zip(q.checks, entries):
             inputs = check.inputs(check.rng(seed))
             try:

@@ -220,12 +220,15 @@ class Sandbox:
         self.replies = _Lines(os.fdopen(reply_r, "rb"))
         self._next_id = 0
         try:
-            self._send({"chunks": [{"cell": c.cell, "source": c.source} for c in chunks]})
+            self._send({"chunks": [{"cell": c.cell, "source": c.source, "tentative": c.tentative}
+                                   for c in chunks]})
             ready = self._receive()
         except BaseException:
             self.close()
             raise
-        self.failures = [(int(cell), str(text)) for cell, text in ready.get("failures", [])]
+        #: (cell, line, statement, error text) of each statement that raised
+        self.failures = [(int(f[0]), int(f[1]), str(f[2]), str(f[3])) for f in ready.get("failures", [])
+                         if isinstance(f, list) and len(f) == 4]
 
     def _start(self, python, reply_w, env):
         return subprocess.Popen(

@@ -5,9 +5,9 @@ under resource limits, with argv = [kit_dir, reply_fd, limits as JSON]; it appli
 anything else. Nothing in it is secret: it
 holds no checks or reference values. Protocol (``hw10kit.checks.wire`` lines):
 
-  judge -> worker (stdin):  {"chunks": [{"cell", "source"}...]}, then requests
+  judge -> worker (stdin):  {"chunks": [{"cell", "source", "tentative"}...]}, then requests
                             {"id", "probe", "target", "inputs", "torch_seed"}
-  worker -> judge (reply_fd): {"ready": true, "failures": [[cell, text]...]},
+  worker -> judge (reply_fd): {"ready": true, "failures": [[cell, line, statement, error]...]},
                             then {"id", "ok": outputs} or {"id", "error": text}
 
 The student's own output (fd 1 and 2) goes to a pipe the judge drains and caps; the
@@ -56,9 +56,11 @@ def main():
 
     torch.set_num_threads(1)
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    chunks = [Chunk(int(c["cell"]), str(c["source"])) for c in setup["chunks"]]
+    chunks = [Chunk(int(c["cell"]), str(c["source"]), tentative=[int(n) for n in c["tentative"]])
+              for c in setup["chunks"]]
     failures = exec_chunks(chunks, namespace)
-    send({"ready": True, "failures": [[cell, student_traceback(exc)] for cell, exc in failures]})
+    send({"ready": True, "failures": [[f.cell, f.line, f.text, student_traceback(f.error)]
+                                      for f in failures]})
 
     for line in requests:
         req = wire.loads(line)
