@@ -240,3 +240,57 @@ def test_a_process_that_escapes_the_session_does_not_hang_grading(tmp_path):
                        "        if os.fork() == 0:\n            time.sleep(3600)\n        os._exit(0)")
     doc = graded(tmp_path, nb)
     assert score_of(doc) == FULL_MARKS and doc["execution_time"] < 60
+
+
+def test_a_lone_surrogate_in_an_exception_message_still_gives_valid_results(tmp_path):
+    doc = graded(tmp_path, solution_with("def sample_gaussian(m, v):\n    raise RuntimeError('bad \\udcff byte')"))
+    assert_valid(doc)
+    json.dumps(doc).encode("utf-8")
+    assert score_of(doc, Q2A) == 0 and score_of(doc, Q2B) == 6.0
+
+
+def test_a_forged_reply_with_an_overflowing_shape_costs_only_its_own_question(tmp_path):
+    forged = ('{"id": 1, "ok": {"__nd__": ["float32", [4611686018427387904, 4611686018427387904, 0], ""]}}\n')
+    nb = solution_with("import os, sys\n_sg = sample_gaussian\ndef sample_gaussian(m, v):\n"
+                       f"    os.write(int(sys.argv[2]), {forged!r}.encode())\n    return _sg(m, v)")
+    doc = graded(tmp_path, nb)
+    assert_valid(doc)
+    assert "internal error" not in doc["output"]
+    assert score_of(doc, Q2B) == 6.0 and score_of(doc, Q2A) < 4.0
+
+
+def test_a_notebook_that_takes_too_long_to_read_is_refused_at_the_deadline():
+    import time
+
+    from hw10grader import reading
+    from hw10kit import notebook
+
+    slow_cell = "x = " + "a." * 240 + "a?"  # just under the reader's limit, still slow to transform
+    nb = solution_with(*[slow_cell] * 2000)
+    started = time.monotonic()
+    with pytest.raises(notebook.NotebookError, match="longer than"):
+        reading.read_answer(nbformat.writes(nb).encode(), timeout_s=1.0)
+    assert time.monotonic() - started < 5
+
+
+def test_the_outside_watchdog_stops_a_judge_that_holds_the_gil(tmp_path):
+    """A regular expression that backtracks for hours holds the GIL: no thread of the
+    judge can run, but the watchdog process can still stop it and keep the results."""
+    import subprocess
+    import sys
+    import time
+
+    from grading_helpers import REPO
+
+    sub = write_folder(tmp_path / "sub", master_notebook())
+    results = tmp_path / "r.json"
+    script = ("import re, hw10grader.judge as j, hw10grader.__main__ as entry\n"
+              "j._grade_question = lambda *a: re.match(r'(a+)+$', 'a' * 60 + 'b')\n"
+              f"entry.main(['--submission', {str(sub)!r}, '--results', {str(results)!r}, '--budget', '12'])\n")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=90,
+                          env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'autograder'}"})
+    assert time.monotonic() - started < 40
+    doc = json.loads(results.read_text())
+    assert_valid(doc)
+    assert proc.returncode != 0 and "overall time budget" in doc["output"] and score_of(doc) == 0

@@ -263,3 +263,125 @@ def test_check_returns_a_true_report_when_all_pass_and_displays_nothing(solution
 
     report = check("sample_gaussian", dict(solution_ns), seed=0)
     assert report and report._ipython_display_() is None
+
+
+# ------------------------------------------------------------------ public checks and hints
+PUBLIC_TITLES = {c.title for q in QUESTIONS for c in q.public}
+
+#: Each mistake the notebook warns about, the public check that catches it, and a phrase of
+#: the hint that must come first in its message.
+PUBLIC_CATCHES = {
+    "variance_for_std": ("sample_gaussian", WRONG_SAMPLERS["std_and_variance_swapped"][0],
+                         "gradient w.r.t. v", "v is the variance"),
+    "not_reparameterized": ("sample_gaussian", WRONG_SAMPLERS["torch_normal"][0],
+                            "gradient w.r.t. m", "reparameterization"),
+    "uniform_noise": ("sample_gaussian", WRONG_SAMPLERS["uniform_eps"][0],
+                      "gradient w.r.t. v", "standard normal noise"),
+    "sum_not_mean": ("negative_elbo_bound", WRONG_ELBOS["sum_over_batch"][0], "KL term", "summed over the batch"),
+    "rec_sum_not_mean": ("negative_elbo_bound", WRONG_ELBOS["sum_over_batch"][0],
+                         "reconstruction term", "summed over the batch"),
+    "kl_sign": ("negative_elbo_bound", WRONG_ELBOS["kl_wrong_sign"][0], "KL term", "wrong sign"),
+    "rec_sign": ("negative_elbo_bound", elbo(f"""
+        kl = kl_normal(m, v, pm, pv).mean()
+        rec = -({REC}).mean()
+        return kl + rec, kl, rec"""), "reconstruction term", "wrong sign"),
+    "kl_missing": ("negative_elbo_bound", WRONG_ELBOS["kl_missing"][0], "KL term", "missing"),
+    "sigmoid_then_logits": ("negative_elbo_bound", WRONG_ELBOS["sigmoid_before_with_logits"][0],
+                            "reconstruction term", "logits"),
+    "detached_sample": ("negative_elbo_bound", WRONG_ELBOS["detached_sample"][0],
+                        "gradient flows through the sample", "do not detach it"),
+    "rec_at_the_mean": ("negative_elbo_bound", WRONG_ELBOS["rec_at_the_mean"][0],
+                        "gradient flows through the sample", "no gradient reaches the encoder's variance"),
+    "per_example": ("negative_elbo_bound", WRONG_ELBOS["per_example_outputs"][0],
+                    "returns three scalars", "scalar averaged over the batch"),
+    "nelbo_not_the_sum": ("negative_elbo_bound", WRONG_ELBOS["nelbo_not_kl_plus_rec"][0],
+                          "nelbo = kl + rec", "kl + rec"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_CATCHES))
+def test_a_public_check_catches_each_mistake_the_notebook_warns_about(solution_ns, name):
+    target, code, title, hint = PUBLIC_CATCHES[name]
+    assert title in PUBLIC_TITLES
+    ok, message = grade(with_code(solution_ns, code), target)[title]
+    assert not ok and hint in message, message
+
+
+def test_the_variance_hint_comes_first_in_the_distribution_check(solution_ns):
+    code, _ = WRONG_SAMPLERS["std_and_variance_swapped"]
+    ok, message = grade(with_code(solution_ns, code), "sample_gaussian")["samples follow N(m, v) with v the variance"]
+    assert not ok and message.startswith("the spread of z - m grows like v") and "torch.rand" not in message
+
+
+def test_the_randn_hint_fires_for_unit_variance_uniform_noise(solution_ns):
+    code, _ = WRONG_SAMPLERS["centred_uniform_eps"]
+    ok, message = grade(with_code(solution_ns, code), "sample_gaussian")["samples follow N(m, v) with v the variance"]
+    assert not ok and "use torch.randn, not torch.rand" in message
+
+
+@pytest.mark.parametrize("name, hint", [("reseeds_inside", "draw new noise on every call"),
+                                        ("one_eps_per_row_broadcast", "rows of the noise are identical")])
+def test_fresh_noise_hints_name_their_mistake(solution_ns, name, hint):
+    ok, message = grade(with_code(solution_ns, WRONG_SAMPLERS[name][0]), "sample_gaussian")[
+        "fresh noise for every element and call"]
+    assert not ok and hint in message
+
+
+def test_noise_scaled_by_v_in_the_sample_gets_the_variance_hint(solution_ns):
+    ok, message = grade(with_code(solution_ns, WRONG_ELBOS["std_passed_as_variance"][0]),
+                        "negative_elbo_bound")["rec uses one sample z ~ q(z|x)"]
+    assert not ok and "v is the variance" in message
+
+
+# ------------------------------------------------------------------ degenerate answers
+SAMPLER_REFERENCE_CHECKS = {"gradient w.r.t. v", "samples follow N(m, v) with v the variance"}
+DEGENERATE_SAMPLERS = {
+    "constant": "def sample_gaussian(m, v):\n    return torch.full_like(m, 0.5)",
+    "input_unchanged": "def sample_gaussian(m, v):\n    return m",
+    "scaled_by_1e-6": "def sample_gaussian(m, v):\n    return m + 1e-6 * v.sqrt() * torch.randn_like(m)",
+    "zeros": "def sample_gaussian(m, v):\n    return torch.zeros_like(m) * v",
+    "tiny_variance_noise": "def sample_gaussian(m, v):\n    return m + 1e-5 * v * torch.randn_like(m)",
+    "tiny_and_not_random": "def sample_gaussian(m, v):\n    return m + 1e-6 * v",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEGENERATE_SAMPLERS))
+def test_degenerate_samplers_fail_every_reference_check(solution_ns, name):
+    results = grade(with_code(solution_ns, DEGENERATE_SAMPLERS[name]), "sample_gaussian")
+    assert SAMPLER_REFERENCE_CHECKS <= failed(results), results
+
+
+def _points_lost(solution_ns, code, target="sample_gaussian"):
+    checks = {c.title: c.points for q in QUESTIONS if q.target == target for c in q.checks}
+    return sum(checks[t] for t in failed(grade(with_code(solution_ns, code), target)))
+
+
+def test_degenerate_samplers_score_no_more_than_the_plain_variance_swap(solution_ns):
+    swap = _points_lost(solution_ns, WRONG_SAMPLERS["std_and_variance_swapped"][0])
+    assert _points_lost(solution_ns, DEGENERATE_SAMPLERS["tiny_variance_noise"]) >= swap
+    assert _points_lost(solution_ns, DEGENERATE_SAMPLERS["tiny_and_not_random"]) > swap
+
+
+ELBO_REFERENCE_CHECKS = {"KL term", "reconstruction term", "KL term on other shapes",
+                         "reconstruction term on other shapes", "rec uses one sample z ~ q(z|x)"}
+DEGENERATE_ELBOS = {
+    "zeros": elbo("""
+        zero = (m * 0).sum()
+        return zero, zero, zero"""),
+    "constant": elbo("""
+        one = torch.ones((), requires_grad=True)
+        return 2 * one, one, one"""),
+    "input_unchanged": elbo("""
+        t = x.mean() + 0 * m.sum()
+        return 2 * t, t, t"""),
+    "scaled_by_1e-6": elbo(f"""
+        kl = 1e-6 * kl_normal(m, v, pm, pv).mean()
+        rec = 1e-6 * ({REC}).mean()
+        return kl + rec, kl, rec"""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEGENERATE_ELBOS))
+def test_degenerate_negative_elbos_fail_every_reference_check(solution_ns, name):
+    results = grade(with_code(solution_ns, DEGENERATE_ELBOS[name]), "negative_elbo_bound")
+    assert ELBO_REFERENCE_CHECKS <= failed(results), results

@@ -29,3 +29,21 @@ def test_array_data_that_does_not_match_its_shape_is_refused():
 def test_off_protocol_messages_are_refused(line):
     with pytest.raises(wire.WireError):
         wire.loads(line)
+
+
+def test_a_shape_whose_element_count_overflows_int64_is_refused():
+    line = b'{"x": {"__nd__": ["float32", [4611686018427387904, 4611686018427387904, 4], ""]}}'
+    with pytest.raises(wire.WireError):
+        wire.loads(line)
+
+
+def test_a_shape_with_a_zero_and_huge_dimensions_is_refused():
+    line = b'{"x": {"__nd__": ["float32", [4611686018427387904, 4611686018427387904, 0], ""]}}'
+    with pytest.raises(wire.WireError):
+        wire.loads(line)
+
+
+def test_a_dimension_too_large_for_an_integer_is_refused():
+    line = b'{"x": {"__nd__": ["float32", [1e400], ""]}}'
+    with pytest.raises(wire.WireError):
+        wire.loads(line)

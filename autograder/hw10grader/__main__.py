@@ -14,10 +14,21 @@ def main(argv=None) -> int:
                         help="seed of the hidden inputs (default: random; recorded in results)")
     parser.add_argument("--budget", type=float, default=None, help="overall time budget, seconds")
     args = parser.parse_args(argv)
+    import subprocess
+
     from .judge import DEFAULT_BUDGET_S, grade
 
-    doc = grade(args.submission, args.results, seed=args.seed,
-                budget_s=args.budget or DEFAULT_BUDGET_S)
+    budget = args.budget or DEFAULT_BUDGET_S
+    # The outside watchdog: a process of its own, so it fires even while this one holds the GIL.
+    watchdog = subprocess.Popen(
+        [sys.executable, "-m", "hw10grader.watchdog", "--pid", str(os.getpid()),
+         "--results", str(args.results), "--after", str(budget + 5)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        doc = grade(args.submission, args.results, seed=args.seed, budget_s=budget)
+    finally:
+        watchdog.kill()
     score = sum(t["score"] for t in doc["tests"])
     possible = sum(t["max_score"] for t in doc["tests"])
     print(f"{score:g} / {possible:g} -> {args.results}")

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from hw10kit import notebook
 from hw10kit.checks.core import judge as judge_reply
 from hw10kit.checks.core import probe_id
 
-from . import results, submission
+from . import reading, results, submission
 from .assignment import QUESTIONS
 from .sandbox import Limits, Sandbox, SandboxError, sweep_active
 
@@ -73,7 +73,7 @@ def _read_notebooks(root: Path, questions, notes: list, deadline: float) -> dict
             answers[name] = found.note
             continue
         try:
-            answer = notebook.read_answer(notebook.load(submission.read_bytes(found.path)), deadline)
+            answer = reading.read_answer(submission.read_bytes(found.path), deadline - time.monotonic())
         except (notebook.NotebookError, submission.SubmissionError) as exc:
             answers[name] = f"{found.path.name} could not be read: {exc}"
             notes.append(answers[name])
@@ -114,6 +114,18 @@ def _failure_note(answer, failures) -> str:
 
 
 def _grade_question(q, answer, entries, seed: int, deadline: float, notes: list) -> None:
+    """Grade one question; whatever goes wrong costs only this question's checks."""
+    try:
+        _grade_question_checks(q, answer, entries, seed, deadline, notes)
+    except Exception:  # noqa: BLE001 - the grader's own fault: this question only
+        why = traceback.format_exc(limit=3)
+        for e in entries:
+            if e.output == results.NOT_RUN:
+                e.set(False, "the autograder hit an internal error on this question; please tell "
+                             f"the course staff.\n{why}")
+
+
+def _grade_question_checks(q, answer, entries, seed: int, deadline: float, notes: list) -> None:
     limits = Limits()
     q_deadline = min(time.monotonic() + limits.wall_s, deadline)
     if q_deadline - time.monotonic() < 5:
@@ -139,11 +151,15 @@ def _grade_question(q, answer, entries, seed: int, deadline: float, notes: list)
                 for e in entries[entries.index(entry):]:
                     e.set(False, str(exc) + note)
                 return
-            passed, message = judge_reply(check, inputs, reply)
-            if check.false_failure:
-                message += (f" [stochastic check: a correct answer fails it with probability at most "
-                            f"{check.false_failure:.0e}]")
-            entry.set(passed, message if passed else message + _skipped_hint(answer, message) + note)
+            try:
+                passed, message = judge_reply(check, inputs, reply)
+                if check.false_failure:
+                    message += (f" [stochastic check: a correct answer fails it with probability at "
+                                f"most {check.false_failure:.0e}]")
+                entry.set(passed, message if passed else message + _skipped_hint(answer, message) + note)
+            except Exception as exc:  # noqa: BLE001 - one check's fault costs that check only
+                entry.set(False, f"this check could not judge the reply ({type(exc).__name__}); "
+                                 "please tell the course staff")
     finally:
         box.close()
 
@@ -178,8 +194,9 @@ def grade(submission_path, results_path, seed: int | None = None,
         pool = ThreadPoolExecutor(workers)
         try:
             futures = [pool.submit(_grade_question, q, a, table[q], seed, deadline, notes) for q, a in runnable]
-            for f in futures:
-                f.result(timeout=max(1.0, deadline - time.monotonic() + SAFETY_S / 4))
+            for _ in as_completed(futures, timeout=max(1.0, deadline - time.monotonic() + SAFETY_S / 4)):
+                # a checkpoint: what the outside watchdog leaves if this process is killed
+                _final(results_path, all_entries, notes, seed_note, extra, started)
         except FutureTimeout:
             notes.append(OUT_OF_BUDGET)
         finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 VISIBLE, HIDDEN = "visible", "after_published"
 MAX_OUTPUT = 3000
+NOT_RUN = "not run: grading did not reach this check"
 
 
 @dataclass
@@ -23,7 +24,7 @@ class Entry:
     max_score: float
     visibility: str
     score: float = 0.0
-    output: str = "not run: grading did not reach this check"
+    output: str = NOT_RUN
 
     def set(self, passed: bool, message: str):
         self.score = self.max_score if passed else 0.0
@@ -37,11 +38,24 @@ class Entry:
                 "visibility": self.visibility}
 
 
+def clean(value):
+    """Every string made safe for UTF-8 JSON (a lone surrogate from a student's
+    exception message becomes ``?``), recursively through lists and dicts."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {clean(str(k)): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
 def document(entries, output: str, execution_time: float, extra: dict) -> dict:
     doc = {"execution_time": round(float(execution_time), 2), "output": output,
            "output_format": "text", "test_output_format": "text", "visibility": "visible",
            "stdout_visibility": "hidden", "extra_data": extra,
            "tests": [e.to_json() for e in entries]}
+    doc = clean(doc)
     validate(doc)
     return doc
 
@@ -70,3 +84,18 @@ def write(path: Path, doc: dict) -> None:
         json.dump(doc, fh, indent=1, ensure_ascii=False, allow_nan=False)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def mark_cut_short(path: Path, note: str) -> None:
+    """Add ``note`` to the output of the results last written at ``path`` (a checkpoint
+    or the placeholder), or write a minimal valid file when there is none."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        validate(doc)
+    except (OSError, ValueError):
+        doc = {"output": "", "tests": [], "score": 0}
+    doc["output"] = (note + "\n" + str(doc.get("output", ""))).strip()
+    for t in doc.get("tests", []):
+        if t.get("output") == NOT_RUN:
+            t["output"] = "not run: grading was stopped at its overall time budget"
+    write(path, clean(doc))

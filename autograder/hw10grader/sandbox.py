@@ -223,6 +223,8 @@ class Sandbox:
             self._send({"chunks": [{"cell": c.cell, "source": c.source, "tentative": c.tentative}
                                    for c in chunks]})
             ready = self._receive()
+            if "unreadable" in ready:
+                raise SandboxError(ready["unreadable"])
         except BaseException:
             self.close()
             raise
@@ -308,8 +310,8 @@ class Sandbox:
         try:
             return wire.loads(line)
         except wire.WireError as exc:
-            raise SandboxError(f"the grader could not read the reply from your code's process ({exc}); "
-                               "does your code write to file descriptors it did not open?") from None
+            return {"unreadable": f"the grader could not read the reply from your code's process ({exc}); "
+                                  "does your code write to file descriptors it did not open?"}
 
     def _died(self) -> SandboxError:
         try:
@@ -330,6 +332,8 @@ class Sandbox:
         self._send({"id": self._next_id, "probe": probe, "target": target,
                     "inputs": inputs, "torch_seed": torch_seed})
         reply = self._receive()
+        if "unreadable" in reply:  # costs this check only
+            return {"error": reply["unreadable"]}
         if reply.get("id") != self._next_id or not ("ok" in reply or "error" in reply):
             raise SandboxError("the reply from your code's process did not follow the protocol")
         return reply

@@ -12,6 +12,15 @@ side of a process boundary:
 In a notebook all three run in the kernel. Under the grader, ``inputs`` and
 ``verdict`` (which may hold reference values) run in the judge and only the probe runs
 in the sandbox.
+
+Rules for verdicts that compare with a reference:
+
+* compare with relative tolerances (``close_rel``), never an absolute one alone, so
+  that a degenerate answer (zeros, a constant, the input unchanged, the right formula
+  scaled by 1e-6) cannot pass by being small on both sides;
+* a check that rebuilds a quantity from the student's output (the noise of a sample,
+  say) first establishes that it is on the right scale (``stats.unit_variance``);
+* every reference check is tested against those degenerate answers.
 """
 from __future__ import annotations
 
@@ -129,6 +138,14 @@ def close(got, want, rtol=1e-4, atol=1e-5) -> bool:
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     return got.shape == want.shape and bool(np.all(np.isfinite(got))) and \
         bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+def close_rel(got, want, rtol=1e-4) -> bool:
+    """Equal up to ``rtol`` relative to the reference's own size (its largest entry),
+    so that a small reference cannot be matched by a tiny answer."""
+    want64 = np.asarray(want, dtype=np.float64)
+    scale = float(np.max(np.abs(want64))) if want64.size else 0.0
+    return close(got, want, rtol=rtol, atol=rtol * scale if scale > 0 else 1e-12)
 
 
 def describe_mismatch(got, want, what="value") -> str:
