@@ -3,10 +3,13 @@
 #   make release     master sources -> release/hw10, solutions/hw10, autograder/autograder.zip
 #   make solutions   execute solutions/hw10/*.ipynb into solutions/hw10/executed/ (slow: trains)
 #   make grade SUBMISSION=<zip or folder> RESULTS=<path>   grade one submission locally
+#                    (GRADER_PYTHON=.grader-venv/bin/python: in the environment setup.sh builds)
+#   make grader-env  build .grader-venv with setup.sh's own requirements (as on Gradescope)
 #   make test        fast tests;  make test-slow   all tests, slow ones included
 #   make bench       VAE training benchmark (about 20 min; bench/vae.json)
 #   make bench-grading   time grading and the build (bench/grading.json)
 #   make clean       remove built outputs (keeps .venv)
+#   make help        this list
 
 SHELL := /bin/bash
 # A system Python keeps the venv usable by the grader's unprivileged sandbox user
@@ -16,9 +19,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all release solutions grade test test-slow clean venv bench bench-grading
+.PHONY: all help release solutions grade grader-env test test-slow clean venv bench bench-grading
 
 all: release
+
+help:
+	@sed -n '3,/^$$/p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
 
 # (Re)install only when requirements.lock changes.
 $(STAMP): requirements.lock
@@ -46,7 +52,17 @@ solutions: $(STAMP)
 grade: autograder/autograder.zip
 	@test -n "$(SUBMISSION)" || { echo "usage: make grade SUBMISSION=<zip or folder> RESULTS=<path>"; exit 2; }
 	@test -n "$(RESULTS)" || { echo "usage: make grade SUBMISSION=<zip or folder> RESULTS=<path>"; exit 2; }
-	$(PY) -m pipeline.grade_local --submission "$(SUBMISSION)" --results "$(RESULTS)"
+	$(PY) -m pipeline.grade_local --submission "$(SUBMISSION)" --results "$(RESULTS)" \
+		$(if $(GRADER_PYTHON),--python "$(GRADER_PYTHON)")
+
+# The grader's environment exactly as setup.sh builds it on Gradescope (torch from the CPU
+# wheel index, or PyPI where that index is out of reach).
+.grader-venv/.installed: autograder/setup.sh autograder/requirements-grader.txt
+	HW10_VENV=$(CURDIR)/.grader-venv HW10_SOURCE=$(CURDIR)/autograder HW10_SETUP_PYTHON=$(PYTHON3) \
+		bash autograder/setup.sh
+	touch $@
+
+grader-env: .grader-venv/.installed
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -53,7 +53,12 @@ def run(zip_path: Path, submission: Path, results: Path, seed: int | None = None
                    "HW10_PYTHON": python or sys.executable}
         if seed is not None:
             run_env["HW10_SEED"] = str(seed)
-        subprocess.run([str(root / "run_autograder")], cwd=root, env=run_env, check=True)
+        # run_autograder's own stdout is what Gradescope keeps in results/stdout; here
+        # main() prints the results once, with the path they were copied to.
+        proc = subprocess.run([str(root / "run_autograder")], cwd=root, env=run_env, check=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if not (root / "results" / "results.json").exists():
+            raise RuntimeError(f"run_autograder wrote no results:\n{proc.stdout}")
         results.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(root / "results" / "results.json", results)
         return json.loads(results.read_text())
@@ -67,15 +72,24 @@ def main(argv=None) -> int:
     parser.add_argument("--results", required=True, type=Path)
     parser.add_argument("--zip", type=Path, default=ROOT / "autograder" / "autograder.zip")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--python", default=None,
+                        help="the grader's interpreter (default: this one, the development .venv)")
     args = parser.parse_args(argv)
     if not args.submission.exists():
         parser.error(f"{args.submission} does not exist")
-    doc = run(args.zip, args.submission.resolve(), args.results, args.seed)
+    python = args.python or sys.executable
+    doc = run(args.zip, args.submission.resolve(), args.results.resolve(), args.seed, python=python)
     score = sum(t["score"] for t in doc["tests"])
     print(f"{score:g} / {sum(t['max_score'] for t in doc['tests']):g} in {doc.get('execution_time')} s "
-          f"-> {args.results}")
+          f"-> {args.results.resolve()}")
     for t in doc["tests"]:
-        print(f"  {'PASS' if t['status'] == 'passed' else 'FAIL'}  {t['name']}")
+        print(f"  {'PASS' if t['status'] == 'passed' else 'FAIL'}  {t['name']} "
+              f"({t['score']:g}/{t['max_score']:g})")
+    print("\n" + doc.get("output", ""))
+    if args.python is None:
+        print(f"\nGraded with {python}, the development environment, not the one setup.sh builds "
+              "on Gradescope. For that one: make grader-env, then make grade ... "
+              "GRADER_PYTHON=.grader-venv/bin/python")
     return 0
 
 

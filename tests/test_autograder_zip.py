@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from grading_helpers import FULL_MARKS, REPO, score_of, solution_with, write_folder, needs_pool_users
+from hw10grader.assignment import QUESTIONS
 from hw10grader.results import validate
 from pipeline import grade_local
 
@@ -29,7 +30,7 @@ def test_solutions_get_full_marks_through_run_autograder(built_course, tmp_path)
 def test_blank_release_gets_zero_with_a_valid_results_file(built_course, tmp_path):
     doc = run_zip(built_course, built_course.release, tmp_path)
     validate(doc)
-    assert score_of(doc) == 0 and len(doc["tests"]) == 12
+    assert score_of(doc) == 0 and len(doc["tests"]) == sum(len(q.checks) for q in QUESTIONS)
     assert "NotImplementedError" in doc["tests"][0]["output"]
 
 
@@ -63,6 +64,24 @@ def test_make_grade_writes_results_for_a_zip_submission(built_course, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert score_of(json.loads(results.read_text())) == FULL_MARKS
     assert f"{FULL_MARKS:g} / {FULL_MARKS:g}" in proc.stdout
+
+
+def test_make_grade_prints_the_results_once_with_a_path_that_exists(built_course, tmp_path):
+    results = tmp_path / "out" / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "pipeline.grade_local", "--submission",
+                           str(built_course.solutions), "--results", str(results), "--zip", str(built_course.zip)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    arrows = [line for line in proc.stdout.splitlines() if " -> " in line]
+    assert len(arrows) == 1 and arrows[0].endswith(str(results)) and results.exists()
+    assert proc.stdout.count("Q2(a) sample_gaussian: output has the shape of m") == 1
+
+
+def test_make_grade_says_plainly_which_environment_it_grades_in(built_course, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.grade_local", "--submission",
+                           str(built_course.solutions), "--results", str(tmp_path / "r.json"),
+                           "--zip", str(built_course.zip)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "the development environment, not the one setup.sh builds" in proc.stdout
 
 
 def interpreter_inside(folder: Path) -> Path:
