@@ -1,6 +1,7 @@
 # EECS 182 HW10 bundle.
 #
 #   make release     master sources -> release/hw10, solutions/hw10, autograder/autograder.zip
+#                    (HIDDEN_VISIBILITY=after_published|after_due_date|visible)
 #   make solutions   execute solutions/hw10/*.ipynb into solutions/hw10/executed/ (slow: trains)
 #   make grade SUBMISSION=<zip or folder> RESULTS=<path>   grade one submission locally
 #                    (GRADER_PYTHON=.grader-venv/bin/python: in the environment setup.sh builds)
@@ -34,8 +35,10 @@ $(STAMP): requirements.lock
 
 venv: $(STAMP)
 
+# HIDDEN_VISIBILITY=after_published (default) | after_due_date | visible: when students
+# see the hidden checks' results on Gradescope.
 release: $(STAMP)
-	$(PY) -m pipeline release
+	$(if $(HIDDEN_VISIBILITY),HIDDEN_VISIBILITY=$(HIDDEN_VISIBILITY)) $(PY) -m pipeline release
 
 # autograder/autograder.zip is written by `make release` (with everything else);
 # `make grade` rebuilds it only when something that goes into it changed.

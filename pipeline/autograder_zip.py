@@ -6,6 +6,7 @@ Layout at the zip's root (what Gradescope expects)::
     run_autograder           0755
     requirements-grader.txt
     hw10grader/...           the judge (from autograder/hw10grader)
+    hw10grader/settings.json the build's choices (hidden checks' visibility)
     hw10kit/...              the shared helper package (from hw10kit)
 
 Reproducible: entries sorted by name, no directory entries, every timestamp
@@ -49,19 +50,34 @@ def mode_for(name: str) -> int:
     return 0o755 if name in AUTOGRADER_EXECUTABLES else 0o644
 
 
-def build_zip(layout: Layout) -> dict:
-    entries = zip_entries(layout)
+def settings_json(hidden_visibility: str | None = None) -> bytes:
+    """``hw10grader/settings.json``: the build's choices the judge reads. The hidden
+    checks' visibility comes from ``hidden_visibility``, else ``$HIDDEN_VISIBILITY``
+    (``make release HIDDEN_VISIBILITY=after_due_date``), else after_published."""
+    import json
+
+    value = hidden_visibility or os.environ.get("HIDDEN_VISIBILITY") or "after_published"
+    allowed = ("after_published", "after_due_date", "visible")
+    if value not in allowed:
+        raise BuildError(f"HIDDEN_VISIBILITY must be one of {', '.join(allowed)}, not {value!r}")
+    return (json.dumps({"hidden_visibility": value}, sort_keys=True) + "\n").encode()
+
+
+def build_zip(layout: Layout, hidden_visibility: str | None = None) -> dict:
+    settings = settings_json(hidden_visibility)
+    entries = sorted([(name, path.read_bytes()) for name, path in zip_entries(layout)
+                      if name != "hw10grader/settings.json"] + [("hw10grader/settings.json", settings)])
     layout.zip.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".autograder-", suffix=".zip", dir=layout.zip.parent)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w") as zf:
-            for name, path in entries:
+            for name, data in entries:
                 info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
                 info.create_system = UNIX
                 info.external_attr = (REGULAR_FILE | mode_for(name)) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                zf.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED,
+                zf.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED,
                             compresslevel=9)
         os.chmod(tmp, 0o644)
         os.replace(tmp, layout.zip)

@@ -121,3 +121,33 @@ def test_on_gradescope_an_unreachable_interpreter_is_an_internal_error_naming_th
                           seed=5, python=str(python), env={"HW10_LOCAL": "0"})
     assert score_of(doc) == 0
     assert all(f"cannot traverse {private_folder} (mode 0700)" in t["output"] for t in doc["tests"])
+
+
+def test_the_summary_says_how_many_points_the_hidden_checks_took_per_function(built_course, tmp_path):
+    swap = "def sample_gaussian(m, v):\n    return m + v * torch.randn_like(m)"
+    doc = run_zip(built_course, write_folder(tmp_path / "sub", solution_with(swap)), tmp_path)
+    lines = {line.split(":")[0]: line for line in doc["output"].splitlines() if line.startswith("Q2(")}
+    assert "hidden checks took 1 point(s) in 1 check(s)" in lines["Q2(a) sample_gaussian"]
+    assert "hidden checks 2.5/2.5" in lines["Q2(b) negative_elbo_bound"]
+
+
+def test_hidden_visibility_is_chosen_at_build_time(tmp_path):
+    from conftest import copy_inputs
+
+    root = copy_inputs(tmp_path / "course")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "release", "--root", str(root)], cwd=root,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HIDDEN_VISIBILITY": "after_due_date"})
+    assert proc.returncode == 0, proc.stderr
+    doc = grade_local.run(root / "autograder" / "autograder.zip", root / "solutions" / "hw10",
+                          tmp_path / "r.json", seed=5)
+    hidden = {c.name for q in QUESTIONS for c in q.hidden}
+    assert {t["visibility"] for t in doc["tests"] if t["name"] in hidden} == {"after_due_date"}
+
+
+def test_an_unknown_hidden_visibility_stops_the_build():
+    from pipeline.autograder_zip import settings_json
+    from pipeline.files import BuildError
+
+    with pytest.raises(BuildError, match="HIDDEN_VISIBILITY"):
+        settings_json("sometimes")

@@ -58,7 +58,7 @@ def _entries(questions):
     table = {}
     for q in questions:
         table[q] = [results.Entry(f"{q.number}.{i}", c.name, c.points,
-                                  results.VISIBLE if c in q.public else results.HIDDEN)
+                                  results.VISIBLE if c in q.public else results.hidden_visibility())
                     for i, c in enumerate(q.checks, start=1)]
     return table
 
@@ -178,7 +178,7 @@ def grade(submission_path, results_path, seed: int | None = None,
 
     notes: list = []
     workdir = Path(tempfile.mkdtemp(prefix="hw10-grade-"))
-    watchdog = _Watchdog(results_path, all_entries, notes, seed_note, extra, started, budget_s)
+    watchdog = _Watchdog(results_path, table, notes, seed_note, extra, started, budget_s)
     try:
         root = submission.prepare(Path(submission_path), workdir, notes)
         answers = _read_notebooks(root, questions, notes, started + budget_s / 3)
@@ -196,7 +196,7 @@ def grade(submission_path, results_path, seed: int | None = None,
             futures = [pool.submit(_grade_question, q, a, table[q], seed, deadline, notes) for q, a in runnable]
             for _ in as_completed(futures, timeout=max(1.0, deadline - time.monotonic() + SAFETY_S / 4)):
                 # a checkpoint: what the outside watchdog leaves if this process is killed
-                _final(results_path, all_entries, notes, seed_note, extra, started)
+                _final(results_path, table, notes, seed_note, extra, started)
         except FutureTimeout:
             notes.append(OUT_OF_BUDGET)
         finally:
@@ -212,7 +212,7 @@ def grade(submission_path, results_path, seed: int | None = None,
         watchdog.cancel()
         _kill_sandboxes()
         shutil.rmtree(workdir, ignore_errors=True)
-    return _final(results_path, all_entries, notes, seed_note, extra, started)
+    return _final(results_path, table, notes, seed_note, extra, started)
 
 
 def _kill_sandboxes():
@@ -221,13 +221,33 @@ def _kill_sandboxes():
     sweep_active()
 
 
-def _final(results_path, entries, notes, seed_note, extra, started) -> dict:
-    total = sum(e.score for e in entries)
-    possible = sum(e.max_score for e in entries)
-    visible = [e for e in entries if e.visibility == results.VISIBLE]
-    summary = (f"Autograded score: {total:g} / {possible:g}. Public checks passed: "
-               f"{sum(e.score >= e.max_score for e in visible)}/{len(visible)}; hidden checks are "
-               "shown once grades are published. Written answers are graded by hand.")
+def _points(entries) -> tuple:
+    return sum(e.score for e in entries), sum(e.max_score for e in entries)
+
+
+def _breakdown(q, entries) -> str:
+    """One line per graded function: what its public checks gave and what its hidden
+    checks took, without anything about the hidden inputs."""
+    public = [e for e in entries if e.visibility == results.VISIBLE]
+    hidden = [e for e in entries if e.visibility != results.VISIBLE]
+    (got, out_of), (pub, pub_max), (hid, hid_max) = _points(entries), _points(public), _points(hidden)
+    line = (f"{q.label} {q.target}: {got:g}/{out_of:g} (public checks {pub:g}/{pub_max:g}, "
+            f"hidden checks {hid:g}/{hid_max:g})")
+    if hid < hid_max:
+        failed = sum(e.score < e.max_score for e in hidden)
+        when = {"visible": "see them below", "after_due_date": "their feedback shows after the due date",
+                "after_published": "their feedback shows once grades are published"}.get(
+            hidden[0].visibility, "")
+        line += (f": the hidden checks took {hid_max - hid:g} point(s) in {failed} check(s); {when}. "
+                 "They test the same function on other inputs and edge cases.")
+    return line
+
+
+def _final(results_path, table, notes, seed_note, extra, started) -> dict:
+    entries = [e for q in table for e in table[q]]
+    total, possible = _points(entries)
+    summary = (f"Autograded score: {total:g} / {possible:g}. Written answers are graded by hand.\n"
+               + "\n".join(_breakdown(q, table[q]) for q in table))
     output = "\n".join([summary, *notes, seed_note])
     doc = results.document(entries, output, time.monotonic() - started, extra)
     results.write(results_path, doc)
@@ -239,8 +259,8 @@ class _Watchdog:
     spent, whatever the grading threads are stuck on: Gradescope kills a run at its own
     limit and then shows the student nothing."""
 
-    def __init__(self, results_path, entries, notes, seed_note, extra, started, budget_s):
-        self.args = (results_path, entries, notes, seed_note, extra, started)
+    def __init__(self, results_path, table, notes, seed_note, extra, started, budget_s):
+        self.args = (results_path, table, notes, seed_note, extra, started)
         self.timer = threading.Timer(max(1.0, budget_s - SAFETY_S / 2), self._fire)
         self.timer.daemon = True
         self.timer.start()

@@ -1,7 +1,8 @@
 """Gradescope's results.json: built in memory, validated, written once, atomically.
 
 Spec: one entry per check (``name``, ``number``, ``score``, ``max_score``,
-``status``, ``output``, ``visibility``); hidden checks are ``after_published``.
+``status``, ``output``, ``visibility``); hidden checks are ``after_published`` unless the
+build chose ``after_due_date`` or ``visible``.
 """
 from __future__ import annotations
 
@@ -12,9 +13,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-VISIBLE, HIDDEN = "visible", "after_published"
+VISIBLE = "visible"
+HIDDEN_VISIBILITIES = ("after_published", "after_due_date", "visible")
+DEFAULT_HIDDEN_VISIBILITY = "after_published"
+SETTINGS = Path(__file__).with_name("settings.json")  # written into the zip by `make release`
 MAX_OUTPUT = 3000
 NOT_RUN = "not run: grading did not reach this check"
+
+
+def hidden_visibility() -> str:
+    """When students see the hidden checks' results: chosen at build time
+    (``make release HIDDEN_VISIBILITY=...``, stored in settings.json); default after_published."""
+    try:
+        value = json.loads(SETTINGS.read_text()).get("hidden_visibility", DEFAULT_HIDDEN_VISIBILITY)
+    except (OSError, ValueError):
+        return DEFAULT_HIDDEN_VISIBILITY
+    return value if value in HIDDEN_VISIBILITIES else DEFAULT_HIDDEN_VISIBILITY
 
 
 @dataclass
