@@ -8,6 +8,7 @@
 # HW10_VENV the environment, HW10_SETUP_PYTHON names the interpreter, and
 # HW10_TORCH_INDEX the wheel index for torch (empty: PyPI).
 set -euo pipefail
+PATH="$PATH:/usr/sbin:/sbin"  # useradd
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
 SRC="${HW10_SOURCE:-$ROOT/source}"
 VENV="${HW10_VENV:-$ROOT/venv}"

@@ -7,6 +7,8 @@ cover what nbgrader has no preprocessor for:
 * :class:`StripSolutionDelimiters` -- the *solutions* notebook keeps the
   solution code but loses the ``### BEGIN SOLUTION`` / ``### END SOLUTION``
   marker lines.
+* :class:`StripBuildMarkers` -- the solutions lose the leak-sentinel lines that
+  the build's tests look for.
 * :class:`StripVolatileMetadata` -- drops editor bookkeeping that changes every
   time someone opens or runs the master (execution timestamps, scroll state),
   so that the outputs only change when the content does.
@@ -123,10 +125,25 @@ class StripVolatileMetadata(NbGraderPreprocessor):
 #: mark schemes and outputs gone. Order matters only in that ClearHiddenTests
 #: must see the cells before anything rewrites their sources (it does not care
 #: about solution delimiters, so any order of the first three works).
+class StripBuildMarkers(NbGraderPreprocessor):
+    """Drop the lines that carry the build's leak sentinels (``# SOLUTION-SENTINEL-...``
+    in code, ``<!-- # SOLUTION-SENTINEL-... -->`` in markdown): the tests look for them in
+    the release, but the solutions should read cleanly."""
+
+    marker = Unicode("SENTINEL-").tag(config=True)
+
+    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict, index: int
+                        ) -> Tuple[NotebookNode, ResourcesDict]:
+        if self.marker in cell.source:
+            cell.source = "\n".join(line for line in cell.source.split("\n") if self.marker not in line)
+        return cell, resources
+
+
 SOLUTION_PREPROCESSORS = [
     StripVolatileMetadata,
     ClearHiddenTests,
     ClearMarkScheme,
     StripSolutionDelimiters,
+    StripBuildMarkers,
     ClearOutput,
 ]

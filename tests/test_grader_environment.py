@@ -111,7 +111,7 @@ def setup_gradescope(built_course, base: Path) -> Path:
     stands in for the CPU wheel index, which this machine cannot reach)."""
     root = grade_local.gradescope_layout(built_course.zip, built_course.solutions, base)
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(base), "AUTOGRADER_ROOT": str(root),
+    env = {"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(base), "AUTOGRADER_ROOT": str(root),
            "HW10_TORCH_INDEX": "", "HW10_SETUP_PYTHON": python}
     subprocess.run(["bash", str(root / "source" / "setup.sh")], env=env, check=True, timeout=1800)
     return root
@@ -131,8 +131,10 @@ def gradescope_root(built_course):
 
     base = Path(tempfile.mkdtemp(prefix="hw10-setup-sh-"))
     base.chmod(0o755)  # as on Gradescope: the sandbox users traverse /autograder
-    yield setup_gradescope(built_course, base)
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        yield setup_gradescope(built_course, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -112,3 +112,18 @@ def test_an_entry_that_cannot_be_extracted_is_skipped_and_the_rest_is_graded(tmp
 def test_a_notebook_several_folders_deep_is_found(tmp_path):
     make_tree(tmp_path, ["a/b/c/d/e/f/g/hw10_vae.ipynb"])
     assert submission.find_notebook(tmp_path, "hw10_vae.ipynb", "vae").path is not None
+
+
+def test_feedback_names_the_notebook_without_internal_folders(tmp_path):
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    with zipfile.ZipFile(sub / "hw10.zip", "w") as zf:
+        zf.writestr("hw10_vae.ipynb", "{}")
+    root = submission.prepare(sub, tmp_path / "work")
+    note = submission.find_notebook(root, "hw10_vae.ipynb", "vae").note
+    assert note == "graded hw10.zip/hw10_vae.ipynb"
+
+
+def test_a_notebook_at_the_top_is_named_by_its_file_name_alone(tmp_path):
+    (tmp_path / "hw10_vae.ipynb").write_text("{}")
+    assert submission.find_notebook(tmp_path, "hw10_vae.ipynb", "vae").note == "graded hw10_vae.ipynb"

@@ -65,10 +65,13 @@ def create_user(name: str) -> None:
     """A system user with no home, no login shell and a group of its own."""
     nologin = next((p for p in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false") if os.path.exists(p)),
                    "/bin/false")
-    if shutil.which("useradd"):
-        cmd = ["useradd", "--system", "--no-create-home", "--user-group", "--shell", nologin, name]
-    elif shutil.which("adduser"):
-        cmd = ["adduser", "--system", "--no-create-home", "--group", "--shell", nologin, name]
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+    if shutil.which("useradd", path=path):
+        cmd = [shutil.which("useradd", path=path), "--system", "--no-create-home", "--user-group",
+               "--shell", nologin, name]
+    elif shutil.which("adduser", path=path):
+        cmd = [shutil.which("adduser", path=path), "--system", "--no-create-home", "--group",
+               "--shell", nologin, name]
     else:
         raise SandboxUserError(f"cannot create the sandbox user {name!r}: neither useradd nor adduser "
                                "exists; run setup.sh, or create it by hand")

@@ -91,8 +91,9 @@ def prepare(submission: Path, workdir: Path, notes: list | None = None) -> Path:
         zips = list(_walk(submission, ".zip"))
         if zips:
             root = workdir / "unpacked"
-            for i, z in enumerate(zips):
-                notes.extend(unpack_zip(z, root / str(i)))
+            for i, z in enumerate(zips):  # named after the zip, so feedback reads "hw10.zip/..."
+                folder = root / z.name if not (root / z.name).exists() else root / f"{i + 1}-{z.name}"
+                notes.extend(unpack_zip(z, folder))
             return root
     return submission
 
@@ -140,7 +141,8 @@ def find_notebook(root: Path, release_name: str, keyword: str) -> Found:
             group.sort(key=lambda p: (len(p.relative_to(root).parts), rel(p)))
             others = [rel(p) for p in exact + renamed if p != group[0]]
             extra = f"; also found and ignored: {', '.join(others)}" if others else ""
-            return Found(group[0], f"graded {rel(group[0])}{how}{extra}")
+            shown = group[0].name if group[0].parent == root else rel(group[0])
+            return Found(group[0], f"graded {shown}{how}{extra}")
     loose = [p for p in notebooks if keyword in p.name.lower()]
     if len(loose) == 1:
         return Found(loose[0], f"graded {rel(loose[0])}: no file is named {release_name}, "

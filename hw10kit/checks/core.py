@@ -92,8 +92,9 @@ def resolve_probe(ident: str):
 
 def not_implemented_message(target: str, exc: BaseException) -> str:
     """What to say when the student's function still raises NotImplementedError."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    name = frames[-1].name if frames and frames[-1].name.isidentifier() else target
+    from ..unfinished import unfinished_name
+
+    name = unfinished_name(exc, target)
     return (f"`{name}` is not implemented yet: in the cell that defines `{name}`, replace "
             "`raise NotImplementedError()` with your code, run that cell, then run this check again.")
 
