@@ -244,3 +244,13 @@ def test_master_without_cell_ids_is_rejected(tmp_path):
     (source / NOTEBOOK).write_text(json.dumps(raw), encoding="utf-8")
     with pytest.raises(BuildError, match="has no 'id'"):
         check_masters(Layout.at(tmp_path))
+
+
+def test_every_graded_question_shows_its_points_in_the_heading_above_it(built_course):
+    heading = None
+    for cell in read_nb(built_course.release / NOTEBOOK).cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("#"):
+            heading = cell.source.split("\n")[0]
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade") and meta.get("points"):
+            assert heading and f"({meta['points']:g} points" in heading, (cell.get("id"), heading)

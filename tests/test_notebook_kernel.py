@@ -33,8 +33,11 @@ def outputs_of(nb, cell_id):
 
 def test_public_checks_pass_in_the_kernel(executed):
     _, nb = executed
-    assert "sample_gaussian: 3/3 public checks passed" in outputs_of(nb, "q2a-check")
-    assert "negative_elbo_bound: 2/2 public checks passed" in outputs_of(nb, "q2b-check")
+    from hw10kit.checks import PUBLIC_CHECKS
+
+    for cell_id, target in (("q2a-check", "sample_gaussian"), ("q2b-check", "negative_elbo_bound")):
+        n = sum(c.target == target for c in PUBLIC_CHECKS)
+        assert f"{target}: {n}/{n} public checks passed" in outputs_of(nb, cell_id)
 
 
 def test_evaluation_prints_the_course_summary_and_the_iwae_bound(executed):
@@ -54,3 +57,51 @@ def test_check_cells_print_their_report_without_echoing_a_bool(executed):
     for cell_id in ("q2a-check", "q2b-check"):
         cell = next(c for c in nb.cells if c.get("id") == cell_id)
         assert not [o for o in cell.outputs if o.output_type == "execute_result"], cell_id
+
+
+def run_in_kernel(nb, folder, allow_errors=True):
+    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    return nb
+
+
+def errors_of(nb):
+    return [(c.get("id"), o.ename, o.evalue) for c in nb.cells if c.cell_type == "code"
+            for o in c.outputs if o.output_type == "error"]
+
+
+@pytest.fixture(scope="module")
+def blank_run(tmp_path_factory, built_course):
+    """The blank release run top to bottom (Run All), as a student first meets it."""
+    folder = tmp_path_factory.mktemp("blank") / "hw10"
+    shutil.copytree(built_course.release, folder)
+    nb = nbformat.read(folder / "hw10_vae.ipynb", as_version=4)
+    for cell in nb.cells:
+        for pattern, repl in SHORTEN.items():
+            cell.source = re.sub(pattern, repl, cell.source)
+    return run_in_kernel(nb, folder)
+
+
+def test_run_all_on_the_blank_notebook_fails_only_with_one_line_unfinished_messages(blank_run):
+    errors = errors_of(blank_run)
+    assert errors and {name for _, name, _ in errors} == {"Unfinished"}, errors
+    for cell in blank_run.cells:
+        for o in cell.get("outputs", []):
+            if o.output_type == "error":
+                assert len(o.traceback) == 1 and "not implemented yet" in o.traceback[0]
+
+
+def test_each_check_cell_of_the_blank_notebook_says_once_that_it_is_unfinished(blank_run):
+    for cell_id in ("q2a-check", "q2b-check"):
+        text = outputs_of(blank_run, cell_id)
+        assert text.count("not implemented yet") == 1 and "Traceback" not in text, text
+
+
+def test_the_notebook_opened_without_hw10kit_says_what_to_do(tmp_path, built_course):
+    shutil.copy(built_course.release / "hw10_vae.ipynb", tmp_path / "hw10_vae.ipynb")
+    nb = nbformat.read(tmp_path / "hw10_vae.ipynb", as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    nb.cells = [first]
+    run_in_kernel(nb, tmp_path)
+    (error,) = [o for o in first.outputs if o.output_type == "error"]
+    assert "hw10kit/ was not found next to this notebook" in error.evalue and "Colab" in error.evalue

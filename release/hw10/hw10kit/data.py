@@ -131,20 +131,31 @@ COURSE_TEST_INDEX = (
 )
 
 
-def fixed_test_subset(images, labels, seed: int = 0):
-    """The course's fixed evaluation subset of the test set: 10 images per digit
-    (``COURSE_TEST_INDEX``), binarized once with NumPy's legacy generator seeded with
-    ``seed``, as the course does, so the result is the same on every device.
+def course_test_images(images, labels):
+    """The course's 100 evaluation images (``COURSE_TEST_INDEX``, 10 per digit), not yet
+    binarized: float32 (100, 784) in [0, 1] on the CPU, and their labels (100,) on the CPU.
 
     Args: images float32 (10000, 784) in [0, 1] and labels (10000,) of the test split.
-    Returns (x, y): x float32 (100, 784) in {0, 1} on ``images.device``, y int64 (100,).
     """
-    import numpy as np
     import torch
 
     labels_cpu = labels.cpu()
     idx = torch.cat([(labels_cpu == d).nonzero().flatten()[list(COURSE_TEST_INDEX[d])]
                      for d in range(10)])
-    probs = images.detach().cpu()[idx].double().numpy()
-    binary = np.random.RandomState(seed).binomial(1, probs).astype(np.float32)
-    return torch.from_numpy(binary).to(images.device), labels[idx.to(labels.device)]
+    return images.detach().cpu().float()[idx], labels_cpu[idx]
+
+
+def fixed_test_subset(images, labels, seed: int = 0):
+    """The course's fixed evaluation subset, binarized exactly as the course binarizes it:
+    ``torch.bernoulli`` of the float32 images on the CPU from a generator seeded with
+    ``seed`` (bit-identical to ``torch.manual_seed(0); torch.bernoulli(x)``), whatever the
+    training device. The global generator is left alone.
+
+    Returns (x, y): x float32 (100, 784) in {0, 1} on ``images.device``, y int64 (100,)
+    on ``labels.device``.
+    """
+    import torch
+
+    probs, y = course_test_images(images, labels)
+    binary = torch.bernoulli(probs, generator=torch.Generator(device="cpu").manual_seed(seed))
+    return binary.to(images.device), y.to(labels.device)

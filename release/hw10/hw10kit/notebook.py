@@ -2,9 +2,13 @@
 
 Every code cell is read in order the way IPython would (line and cell magics, ``!``
 shell lines), and only what *defines* things is kept: imports, functions, classes,
-assignments of cheap expressions, and ``if``/``try`` blocks made of those. Everything
-that does work (training loops, plots, calls, check cells) is left out, so the answer is
-graded without running the notebook. Kept code keeps its line numbers, so tracebacks
+assignments, and ``if``/``try``/``with`` blocks made of those. Statements that only do
+work (loops, plots, bare calls, check cells) are left out, so the answer is graded
+without running the notebook. An assignment whose value calls something other than
+imported library code (``model = train(...)``) is kept as *tentative*: it runs under a
+short time limit, and if it fails or runs out of time it costs only the names it would
+define. Every top-level statement runs on its own, so one failing statement (a missing
+module, say) never stops the ones after it. Kept code keeps its line numbers, so tracebacks
 point at the student's own lines (``<cell 7>`` is the 7th cell of the notebook, 1-based).
 
 Parsing is pure Python: nothing from the notebook is imported or executed here.
@@ -39,13 +43,26 @@ CHEAP_CALLS = frozenset({
 CHEAP_MODULES = frozenset({"torch", "nn", "F", "np", "numpy", "math", "functools",
                            "collections", "itertools", "typing", "dataclasses"})
 
-#: Bounds on what one cell may hold (IPython's translation is quadratic in magics).
+#: Bounds on what one cell may hold (IPython's translation is quadratic in magics, and
+#: its help-end transform is quadratic in a long line that ends in ``?``).
 MAX_CELL_CHARS = 200_000
 MAX_MAGIC_LINES = 200
+MAX_LINE_CHARS = 20_000
+MAX_HELP_LINE_CHARS = 500
+
+#: Time limits for tentative statements: each, and all of them together (seconds).
+TENTATIVE_S = 2.0
+TENTATIVE_TOTAL_S = 10.0
 
 
-#: Code kept from cell N is compiled under this file name, so tracebacks name the cell.
-CELL_FILE_PREFIX = "<cell "
+def split_lines(text: str) -> list:
+    """Lines as Python's tokenizer sees them: ``\n``, ``\r\n`` and ``\r`` end a line;
+    U+2028, U+0085 or a form feed do not (``str.splitlines`` would split on them)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+#: Code kept from code cell N is compiled under this file name, so tracebacks name the cell.
+CELL_FILE_PREFIX = "<code cell "
 
 
 def cell_filename(cell: int) -> str:
@@ -58,10 +75,12 @@ class NotebookError(ValueError):
 
 @dataclass
 class Chunk:
-    """Kept code of one cell: ``cell`` is the notebook cell number (1-based)."""
+    """Kept code of one cell: ``cell`` is its number among the code cells (1-based)."""
     cell: int
     source: str
     dropped: list = field(default_factory=list)  # {"line", "text", "names"} of what was left out
+    tentative: list = field(default_factory=list)  # first lines of top-level tentative statements
+    label: str = ""  # how a student finds the cell: "code cell 3 (`def sample_gaussian(m, v):`)"
 
     @property
     def filename(self) -> str:
@@ -131,7 +150,7 @@ def to_python(text: str) -> str | None:
     magic (``%%bash``, ``%%writefile``...). Line magics and ``!`` lines become calls."""
     from IPython.core.inputtransformer2 import TransformerManager
 
-    lines = text.splitlines()
+    lines = split_lines(text)
     first = next((i for i, ln in enumerate(lines) if ln.strip()), None)
     if first is not None and lines[first].lstrip().startswith("%%"):
         magic = lines[first].lstrip()[2:].split(maxsplit=1)
@@ -139,7 +158,11 @@ def to_python(text: str) -> str | None:
             return None
         # Keep line numbers: the magic line becomes blank, the body stays in place.
         text = "\n".join(lines[:first] + [""] + lines[first + 1:]) + "\n"
-    return TransformerManager().transform_cell(text)
+    import warnings
+
+    with warnings.catch_warnings():  # IPython warns about U+2028 and kin, which are fine
+        warnings.simplefilter("ignore", UserWarning)
+        return TransformerManager().transform_cell(text)
 
 
 def _dotted(node) -> str | None:
@@ -151,24 +174,27 @@ def _dotted(node) -> str | None:
     return None
 
 
-def _cheap_call(call: ast.Call) -> bool:
+def _cheap_call(call: ast.Call, library: frozenset) -> bool:
+    """A call of a listed builtin, of a name that an import bound (library code), or a
+    method of such a call's result (``torch.tensor(0.5).float()``)."""
     name = _dotted(call.func)
     if name is not None:
-        return name in CHEAP_CALLS or name.split(".")[0] in CHEAP_MODULES
-    # a method of a cheap call's result: torch.tensor(0.5).float(), torch.Generator().manual_seed(0)
+        root = name.split(".")[0]
+        return name in CHEAP_CALLS or root in CHEAP_MODULES or root in library
     func = call.func
-    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call) and _cheap_call(func.value)
+    return isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call) and \
+        _cheap_call(func.value, library)
 
 
-def _is_cheap(expr) -> bool:
-    """No expensive call runs when ``expr`` is evaluated (lambda bodies do not run)."""
+def _is_cheap(expr, library: frozenset = frozenset()) -> bool:
+    """Evaluating ``expr`` calls only library code (lambda bodies do not run)."""
     todo = [expr]
     while todo:
         node = todo.pop()
         if isinstance(node, ast.Lambda):
             todo.extend(node.args.defaults + [d for d in node.args.kw_defaults if d is not None])
             continue
-        if isinstance(node, ast.Call) and not _cheap_call(node):
+        if isinstance(node, ast.Call) and not _cheap_call(node, library):
             return False
         if isinstance(node, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
             return False
@@ -176,32 +202,47 @@ def _is_cheap(expr) -> bool:
     return True
 
 
-def _keep(stmt) -> bool | list:
-    """True to keep the statement whole, False to drop it, or for an if/try a list of
-    (body, kept statements) pairs to filter recursively."""
+KEEP, DROP, TENTATIVE = "keep", "drop", "tentative"
+BLOCKS = (ast.If, ast.Try, ast.With)
+ASSIGNMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
+
+
+def _keep(stmt, library: frozenset) -> str:
+    """KEEP, DROP or TENTATIVE for a simple statement; KEEP for a block whose header is
+    cheap (its bodies are filtered statement by statement), TENTATIVE for one whose
+    header is not."""
     if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
                          ast.ClassDef, ast.Pass, ast.Global)):
-        return True
-    if isinstance(stmt, ast.Assign):
-        return _is_cheap(stmt.value)
-    if isinstance(stmt, ast.AnnAssign):
-        return stmt.value is None or _is_cheap(stmt.value)
+        return KEEP
+    if isinstance(stmt, ASSIGNMENTS):
+        if isinstance(stmt, ast.AnnAssign) and stmt.value is None:
+            return KEEP
+        return KEEP if not isinstance(stmt, ast.AugAssign) and _is_cheap(stmt.value, library) else TENTATIVE
     if isinstance(stmt, ast.If):
-        return _is_cheap(stmt.test)
+        return KEEP if _is_cheap(stmt.test, library) else TENTATIVE
     if isinstance(stmt, ast.With):
-        return all(_is_cheap(item.context_expr) for item in stmt.items)
+        return KEEP if all(_is_cheap(i.context_expr, library) for i in stmt.items) else TENTATIVE
     if isinstance(stmt, ast.Try):
-        return True
-    return False
+        return KEEP
+    return DROP
 
 
-BLOCKS = (ast.If, ast.Try, ast.With)
+def _library_names(tree, library: set) -> None:
+    """Add the names that imports in ``tree`` bind, except the course kit's own
+    (``hw10kit`` holds the training loops)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] != "hw10kit":
+                    library.add((a.asname or a.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] != "hw10kit":
+            library.update(a.asname or a.name for a in node.names if a.name != "*")
 
 
 def _assigned_names(stmt) -> list:
-    targets = stmt.targets if isinstance(stmt, ast.Assign) else \
-        [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign)) else []
-    return sorted({n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)})
+    """Names the statement (a loop, say) would bind at the top level."""
+    return sorted({n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)})
 
 
 def _describe(stmt, lines) -> dict:
@@ -210,41 +251,58 @@ def _describe(stmt, lines) -> dict:
     return {"line": stmt.lineno, "text": first[:80], "names": _assigned_names(stmt)}
 
 
-def _filter_block(stmts, lines, out, dropped):
-    """Blank the lines of dropped statements in ``out`` (a list of source lines);
-    returns whether anything in the block was kept."""
-    kept_any = False
+def _filter_block(stmts, lines, out, dropped, library) -> tuple:
+    """Blank the lines of dropped statements in ``out`` (a list of source lines).
+    Returns (anything kept, anything tentative) for the block."""
+    kept_any = tentative_any = False
     for stmt in stmts:
-        verdict = _keep(stmt)
-        if verdict is True and not isinstance(stmt, BLOCKS):
-            kept_any = True
-            continue
-        if verdict is False:
+        verdict = _keep(stmt, library)
+        if verdict == DROP:
             for n in range(stmt.lineno - 1, stmt.end_lineno):
                 out[n] = ""
             dropped.append(_describe(stmt, lines))
+            continue
+        kept_any = True
+        tentative_any |= verdict == TENTATIVE
+        if not isinstance(stmt, BLOCKS):
             continue
         # if / with / try: filter each body; an emptied body gets a `pass` to stay valid.
         bodies = ([stmt.body, stmt.orelse] if isinstance(stmt, ast.If) else [stmt.body]
                   if isinstance(stmt, ast.With) else
                   [stmt.body, *[h.body for h in stmt.handlers], stmt.orelse, stmt.finalbody])
         for body in bodies:
-            if body and not _filter_block(body, lines, out, dropped):
+            if not body:
+                continue
+            kept, tentative = _filter_block(body, lines, out, dropped, library)
+            tentative_any |= tentative
+            if not kept:
                 first = body[0]
                 out[first.lineno - 1] = " " * first.col_offset + "pass"
-        kept_any = True
-    return kept_any
+    return kept_any, tentative_any
 
 
-def definitions_of(text: str, cell: int) -> Chunk | None:
-    """The kept code of one code cell (None when nothing is kept).
+def _check_lines(lines) -> None:
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise ValueError(f"line {number} holds {len(line)} characters; at most "
+                             f"{MAX_LINE_CHARS} are read per line")
+        if len(line) > MAX_HELP_LINE_CHARS and line.rstrip().endswith("?"):
+            raise ValueError(f"line {number} ends in `?` and holds {len(line)} characters: IPython "
+                             "reads it as a help request; shorten it or drop the `?`")
+
+
+def definitions_of(text: str, cell: int, library: set | None = None) -> Chunk | None:
+    """The kept code of one code cell (None when nothing is kept). ``library``: names
+    bound by imports so far (updated with this cell's).
 
     Raises SyntaxError (with ``filename`` set to ``<cell N>``) for a cell that is not
-    valid Python after IPython's translation.
+    valid Python after IPython's translation, ValueError for one too large to read.
     """
+    library = set() if library is None else library
     if len(text) > MAX_CELL_CHARS:
         raise ValueError(f"it holds {len(text)} characters; at most {MAX_CELL_CHARS} are read")
-    magics = sum(1 for ln in text.splitlines()
+    _check_lines(split_lines(text))
+    magics = sum(1 for ln in split_lines(text)
                  if ln.lstrip()[:1] in ("!", "%") and not ln.lstrip().startswith("!="))
     if magics > MAX_MAGIC_LINES:
         raise ValueError(f"it holds {magics} magic or shell lines; at most {MAX_MAGIC_LINES} are read")
@@ -262,12 +320,21 @@ def definitions_of(text: str, cell: int) -> Chunk | None:
         # numbers shift), so that each can be kept or left out on its own.
         py = ast.unparse(tree) + "\n"
         tree = ast.parse(py, filename=filename)
-    lines = py.splitlines()
+    _library_names(tree, library)
+    frozen = frozenset(library)
+    lines = split_lines(py)
     out = list(lines)
     dropped: list = []
-    if not _filter_block(tree.body, lines, out, dropped):
+    tentative = []
+    kept_any = False
+    for stmt in tree.body:
+        kept, tent = _filter_block([stmt], lines, out, dropped, frozen)
+        kept_any |= kept
+        if kept and tent:
+            tentative.append(stmt.lineno)
+    if not kept_any:
         return None
-    return Chunk(cell, "\n".join(out) + "\n", dropped)
+    return Chunk(cell, "\n".join(out).rstrip("\n") + "\n", dropped, tentative)
 
 
 def _has_shared_lines(tree) -> bool:
@@ -284,66 +351,159 @@ def _has_shared_lines(tree) -> bool:
 class Answer:
     """What the grader takes from a notebook: kept chunks and per-cell syntax errors."""
     chunks: list
-    problems: list  # (cell number, message): syntax errors, unreadable cells
+    problems: list  # (code cell number, message): syntax errors, unreadable cells
+
+
+def _heading(cell) -> str | None:
+    for line in split_lines(_cell_text(cell)):
+        if line.startswith("#"):
+            return line.lstrip("#").strip()[:60] or None
+    return None
+
+
+def cell_label(number: int, text: str, heading: str | None) -> str:
+    """How a student finds a code cell: its number among the code cells, its first
+    line, and the heading above it."""
+    first = next((ln.strip() for ln in split_lines(text) if ln.strip()), "")
+    first = first if len(first) <= 50 else first[:47] + "..."
+    where = f' under "{heading}"' if heading else ""
+    return f"code cell {number} (`{first}`){where}"
 
 
 def read_answer(nb: dict, deadline: float | None = None) -> Answer:
     """Kept definitions of every code cell, in notebook order; reading stops at
-    ``deadline`` (``time.monotonic()``), if given, with a problem noted."""
+    ``deadline`` (``time.monotonic()``), if given, with a problem noted. Cells are
+    numbered among the code cells, from 1, as a student counts them."""
     import time
 
     chunks, errors = [], []
-    for number, cell in enumerate(nb.get("cells", []), start=1):
+    library: set = set()
+    heading, number = None, 0
+    for cell in nb.get("cells", []):
+        if not isinstance(cell, dict):
+            continue
+        if cell.get("cell_type") == "markdown":
+            heading = _heading(cell) or heading
+            continue
+        if cell.get("cell_type") != "code":
+            continue
+        number += 1
         if deadline is not None and time.monotonic() > deadline:
-            errors.append((number, f"the notebook took too long to read; cells {number} and "
+            errors.append((number, f"the notebook took too long to read; code cells {number} and "
                                    "later were skipped"))
             break
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
         if _tags(cell) & SKIP_TAGS or _is_check_cell(cell):
             continue
+        text = _cell_text(cell)
+        label = cell_label(number, text, heading)
         try:
-            chunk = definitions_of(_cell_text(cell), number)
+            chunk = definitions_of(text, number, library)
         except SyntaxError as exc:
-            errors.append((number, f"SyntaxError in cell {number}, line {exc.lineno}: {exc.msg}"))
+            errors.append((number, f"SyntaxError in {label}, line {exc.lineno}: {exc.msg}"))
             continue
         except Exception as exc:  # too large, or IPython's translation failing on odd input
-            errors.append((number, f"cell {number} could not be read: {exc}"))
+            errors.append((number, f"{label} could not be read: {exc}"))
             continue
         if chunk is not None:
+            chunk.label = label
             chunks.append(chunk)
     return Answer(chunks, errors)
 
 
-def exec_chunks(chunks, namespace: dict) -> list:
-    """Run kept chunks in ``namespace`` (student side only). Each chunk's source is
-    registered with ``linecache`` so tracebacks show the student's lines. Returns
-    ``(cell, exception)`` for chunks that raised; later chunks still run."""
+@dataclass
+class Failure:
+    """A top-level statement that raised while the definitions ran."""
+    cell: int
+    line: int
+    text: str
+    error: BaseException
+    tentative: bool = False
+
+
+class StatementTimeout(BaseException):
+    """A tentative statement ran past its time limit (BaseException: a student's
+    ``except Exception`` must not swallow it)."""
+
+
+def _run_limited(code, namespace, seconds: float | None) -> None:
+    import signal
+    import threading
+
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        exec(code, namespace)
+        return
+
+    def expire(signum, frame):
+        raise StatementTimeout(f"it ran longer than {seconds:g} s, so the grader stopped it "
+                               "(training and long computations belong in functions or in "
+                               "cells tagged `training`)")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        exec(code, namespace)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def exec_chunks(chunks, namespace: dict, tentative_s: float = TENTATIVE_S,
+                tentative_total_s: float = TENTATIVE_TOTAL_S) -> list:
+    """Run kept chunks in ``namespace`` (student side only), one top-level statement at
+    a time, so that a statement that raises costs only what it would define. Tentative
+    statements run under ``tentative_s`` each while ``tentative_total_s`` lasts, and are
+    skipped after that. Each chunk's source is registered with ``linecache`` so
+    tracebacks show the student's lines. Returns a ``Failure`` per statement that raised."""
     import linecache
+    import time
 
     failures = []
+    budget = tentative_total_s
     for chunk in chunks:
         linecache.cache[chunk.filename] = (len(chunk.source), None,
-                                           chunk.source.splitlines(True), chunk.filename)
+                                           [ln + "\n" for ln in split_lines(chunk.source)],
+                                           chunk.filename)
+        lines = split_lines(chunk.source)
         try:
-            exec(compile(chunk.source, chunk.filename, "exec"), namespace)
-        except BaseException as exc:  # noqa: BLE001 - a student cell may raise anything
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            failures.append((chunk.cell, exc))
+            tree = ast.parse(chunk.source, chunk.filename)
+        except SyntaxError as exc:
+            failures.append(Failure(chunk.cell, exc.lineno or 1, "", exc))
+            continue
+        tentative = set(chunk.tentative)
+        for stmt in tree.body:
+            text = lines[stmt.lineno - 1].strip()[:80]
+            limited = stmt.lineno in tentative
+            if limited and budget <= 0:
+                failures.append(Failure(chunk.cell, stmt.lineno, text, StatementTimeout(
+                    "skipped: earlier statements that do work used up the grader's "
+                    f"{tentative_total_s:g} s for them"), True))
+                continue
+            started = time.monotonic()
+            try:
+                code = compile(ast.Module([stmt], type_ignores=[]), chunk.filename, "exec")
+                _run_limited(code, namespace, min(tentative_s, budget) if limited else None)
+            except BaseException as exc:  # noqa: BLE001 - a student cell may raise anything
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                failures.append(Failure(chunk.cell, stmt.lineno, text, exc, limited))
+            finally:
+                if limited:
+                    budget -= time.monotonic() - started
     return failures
 
 
 def load_definitions(path, namespace: dict | None = None) -> dict:
     """Read a notebook file and run its definitions in a fresh namespace (used by
     ``experiment.py`` on the student's own machine). Raises on syntax errors and on
-    cells that fail, naming the cell."""
+    definitions that fail, naming the cell; a tentative statement that fails only
+    costs its own names."""
     answer = read_answer(load(path))
     if answer.problems:
         raise SyntaxError("; ".join(msg for _, msg in answer.problems))
     ns = namespace if namespace is not None else {"__name__": "hw10_notebook"}
-    failures = exec_chunks(answer.chunks, ns)
+    failures = [f for f in exec_chunks(answer.chunks, ns) if not f.tentative]
     if failures:
-        cell, exc = failures[0]
-        raise RuntimeError(f"cell {cell} of {path} raised {type(exc).__name__}: {exc}") from exc
+        f = failures[0]
+        raise RuntimeError(f"code cell {f.cell}, line {f.line} of {path} (`{f.text}`) raised "
+                           f"{type(f.error).__name__}: {f.error}") from f.error
     return ns

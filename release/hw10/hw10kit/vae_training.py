@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from .unfinished import guard
+
 try:  # a notebook progress bar in Jupyter, a text one in a terminal
     from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover - tqdm is in the requirements
@@ -101,6 +103,7 @@ def lr_schedule(recipe: str, lr: float, iter_max: int):
     raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
 
 
+@guard("Training")
 def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 100,
               lr: float = 1e-3, seed: int | None = 0, device=None, progress: bool = True,
               log_every: int = 50, save_every: int | None = None, save_fn=None,
@@ -193,6 +196,7 @@ def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 1
 
 
 @torch.no_grad()
+@guard("The IWAE bound")
 def evaluate_iwae(model, x_subset, k: int = 100, passes: int = 10) -> float:
     """The negative importance-weighted bound (IWAE, Burda et al. 2016) with ``k``
     samples per image, averaged over the images and ``passes`` repetitions:
@@ -224,6 +228,7 @@ def evaluate_iwae(model, x_subset, k: int = 100, passes: int = 10) -> float:
 
 
 @torch.no_grad()
+@guard("Evaluation")
 def evaluate_subset(model, x_subset, passes: int = 100) -> dict:
     """NELBO, KL and Rec on a fixed, already binarized test subset.
 
@@ -246,14 +251,37 @@ def evaluate_subset(model, x_subset, passes: int = 100) -> dict:
     return dict(zip(METRICS, (total / passes).tolist()))
 
 
+@guard("Evaluation")
+def evaluate_course(model, test_images, test_labels, passes: int = 100) -> dict:
+    """The course's summary (NELBO, KL, Rec) on its 100-image test subset, drawn the way
+    the course's ``evaluate_lower_bound`` draws it: ``torch.manual_seed(0)``, then
+    ``torch.bernoulli`` of the float32 images, then ``passes`` calls of
+    ``negative_elbo_bound`` that continue the same generator. On a CPU this reproduces
+    the course's numbers draw for draw. One deliberate difference: the images are
+    binarized on the CPU on every device (the course binarizes on the training device,
+    so on a GPU its subset would differ); on a GPU the passes continue the GPU's
+    generator, seeded by the same call, as in the course.
+
+    Returns ``{"nelbo", "kl", "rec"}`` in nats per image. Reseeds torch's global RNG.
+    """
+    from . import data
+
+    probs, _ = data.course_test_images(test_images, test_labels)
+    torch.manual_seed(0)
+    x = torch.bernoulli(probs)
+    return evaluate_subset(model, x, passes=passes)
+
+
 @torch.no_grad()
+@guard("Evaluation")
 def evaluate_full(model, test_images, seed: int = 0, batch_size: int = 1000) -> float:
     """The negative ELBO on the whole test set (nats per image; lower is better).
 
     Args:
         test_images: float32 (N, 784) in [0, 1] (10000 MNIST test images). They are
             binarized once, with a CPU generator seeded by ``seed``, so every model is
-            scored on the same binary images.
+            scored on the same binary images. The course has no full-test-set bound;
+            this one is the project's own addition.
         batch_size: images per forward pass (one sample z per image).
 
     Returns:
@@ -273,9 +301,11 @@ def evaluate_full(model, test_images, seed: int = 0, batch_size: int = 1000) -> 
     return total.item() / x_all.shape[0]
 
 
+@guard("Training over seeds")
 def repeat_over_seeds(make_model, train_images, x_subset, seeds, *, passes: int = 100,
-                      verbose: bool = True, **train_kwargs) -> dict:
-    """Train a fresh model per seed and summarise the test-subset metrics.
+                      verbose: bool = True, trained: dict | None = None, **train_kwargs) -> dict:
+    """Train a fresh model per seed (reusing the models in ``trained``) and summarise the
+    test-subset metrics.
 
     Args:
         make_model: called with no arguments after ``torch.manual_seed(seed)``; returns
@@ -283,6 +313,8 @@ def repeat_over_seeds(make_model, train_images, x_subset, seeds, *, passes: int 
         train_images, x_subset: as for ``train_vae`` and ``evaluate_subset``.
         seeds: e.g. ``[0, 1, 2]``.
         verbose: print each seed's summary line.
+        trained: ``{seed: model}`` already trained with those settings (the notebook's
+            seed-0 run, say): evaluated, not trained again.
         **train_kwargs: passed to ``train_vae`` (iter_max, device, progress, ...).
 
     Returns:
@@ -291,9 +323,12 @@ def repeat_over_seeds(make_model, train_images, x_subset, seeds, *, passes: int 
     """
     runs = {m: [] for m in METRICS}
     for seed in seeds:
-        torch.manual_seed(seed)
-        model = make_model()
-        train_vae(model, train_images, seed=seed, **train_kwargs)
+        if trained and seed in trained:
+            model = trained[seed]
+        else:
+            torch.manual_seed(seed)
+            model = make_model()
+            train_vae(model, train_images, seed=seed, **train_kwargs)
         metrics = evaluate_subset(model, x_subset, passes=passes)
         if verbose:
             print(f"seed {seed}: {summary_line(metrics)}")

@@ -12,9 +12,26 @@ PUBLIC_CHECKS: list[Check] = [*_VAE]
 TARGETS = sorted({c.target for c in PUBLIC_CHECKS})
 
 
-def check(target: str, namespace: dict | None = None, seed: int | None = None) -> bool:
+class CheckReport:
+    """What ``check`` returns: true when every public check passed. It shows nothing in
+    a notebook (the report is already printed above it)."""
+
+    def __init__(self, target: str, passed: int, total: int):
+        self.target, self.passed, self.total = target, passed, total
+
+    def __bool__(self) -> bool:
+        return self.passed == self.total
+
+    def _ipython_display_(self):
+        pass
+
+    def __repr__(self) -> str:
+        return f"CheckReport({self.target!r}: {self.passed}/{self.total} passed)"
+
+
+def check(target: str, namespace: dict | None = None, seed: int | None = None) -> CheckReport:
     """Run the public checks of ``target`` on the definitions in the caller's notebook
-    and print what passed and what to fix. Returns True when all passed."""
+    and print what passed and what to fix. The result is true when all passed."""
     if target not in TARGETS:
         raise ValueError(f"no checks for {target!r}; known: {', '.join(TARGETS)}")
     if namespace is None:
@@ -22,7 +39,11 @@ def check(target: str, namespace: dict | None = None, seed: int | None = None) -
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
     checks = [c for c in PUBLIC_CHECKS if c.target == target]
     passed = 0
-    for c, ok, message in run_checks(checks, namespace, seed):
+    for c, ok, message, unfinished in run_checks(checks, namespace, seed):
+        if unfinished:  # said once, instead of one traceback per check
+            print(f"\u2718 {message}")
+            print(f"{target}: 0/{len(checks)} public checks run; fill it in first.")
+            return CheckReport(target, 0, len(checks))
         passed += ok
         mark = "\u2714" if ok else "\u2718"
         print(f"{mark} {c.name}" + ("" if ok else "\n    " + message.replace("\n", "\n    ")))
@@ -30,4 +51,4 @@ def check(target: str, namespace: dict | None = None, seed: int | None = None) -
     verdict = "all passed" if passed == total else "fix the first failure above and run again"
     print(f"{target}: {passed}/{total} public checks passed ({verdict}). "
           "The grader also runs hidden checks.")
-    return passed == total
+    return CheckReport(target, passed, total)

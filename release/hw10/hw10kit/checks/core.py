@@ -12,6 +12,15 @@ side of a process boundary:
 In a notebook all three run in the kernel. Under the grader, ``inputs`` and
 ``verdict`` (which may hold reference values) run in the judge and only the probe runs
 in the sandbox.
+
+Rules for verdicts that compare with a reference:
+
+* compare with relative tolerances (``close_rel``), never an absolute one alone, so
+  that a degenerate answer (zeros, a constant, the input unchanged, the right formula
+  scaled by 1e-6) cannot pass by being small on both sides;
+* a check that rebuilds a quantity from the student's output (the noise of a sample,
+  say) first establishes that it is on the right scale (``stats.unit_variance``);
+* every reference check is tested against those degenerate answers.
 """
 from __future__ import annotations
 
@@ -81,15 +90,27 @@ def resolve_probe(ident: str):
     return getattr(importlib.import_module(module), name)
 
 
+def not_implemented_message(target: str, exc: BaseException) -> str:
+    """What to say when the student's function still raises NotImplementedError."""
+    from ..unfinished import unfinished_name
+
+    name = unfinished_name(exc, target)
+    return (f"`{name}` is not implemented yet: in the cell that defines `{name}`, replace "
+            "`raise NotImplementedError()` with your code, run that cell, then run this check again.")
+
+
 def call_probe(probe, target: str, namespace: dict, inputs: dict, torch_seed: int) -> dict:
     """Run one probe beside the student's code. Returns ``{"ok": outputs}`` or
-    ``{"error": message}``; never raises for the student's errors."""
+    ``{"error": message}`` (with ``"unfinished": True`` when the code still raises
+    NotImplementedError); never raises for the student's errors."""
     try:
         import torch
         torch.manual_seed(torch_seed)
         return {"ok": probe(namespace, inputs)}
     except ProbeError as exc:
         return {"error": str(exc)}
+    except NotImplementedError as exc:
+        return {"error": not_implemented_message(target, exc), "unfinished": True}
     except Exception as exc:  # noqa: BLE001 - whatever the student's code raised
         return {"error": f"{target} raised an exception:\n{student_traceback(exc)}"}
 
@@ -106,17 +127,26 @@ def judge(check: Check, inputs: dict, reply: dict) -> tuple:
 
 
 def run_checks(checks, namespace: dict, seed: int):
-    """Run checks in this process (the notebook's way). Yields (check, passed, message)."""
+    """Run checks in this process (the notebook's way). Yields (check, passed, message,
+    unfinished), ``unfinished`` being True when the code raised NotImplementedError."""
     for check in checks:
         inputs = check.inputs(check.rng(seed))
         reply = call_probe(check.probe, check.target, namespace, inputs, check.torch_seed(seed))
-        yield (check, *judge(check, inputs, reply))
+        yield (check, *judge(check, inputs, reply), bool(reply.get("unfinished")))
 
 
 def close(got, want, rtol=1e-4, atol=1e-5) -> bool:
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     return got.shape == want.shape and bool(np.all(np.isfinite(got))) and \
         bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+def close_rel(got, want, rtol=1e-4) -> bool:
+    """Equal up to ``rtol`` relative to the reference's own size (its largest entry),
+    so that a small reference cannot be matched by a tiny answer."""
+    want64 = np.asarray(want, dtype=np.float64)
+    scale = float(np.max(np.abs(want64))) if want64.size else 0.0
+    return close(got, want, rtol=rtol, atol=rtol * scale if scale > 0 else 1e-12)
 
 
 def describe_mismatch(got, want, what="value") -> str:

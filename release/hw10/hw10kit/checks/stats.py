@@ -55,3 +55,17 @@ def lipschitz_mean_bound(lipschitz: float, n: int, delta: float = DELTA) -> floa
     from E f by more than this with probability at most delta (Gaussian concentration:
     P(|mean - E f| >= t) <= 2 exp(-n t^2 / (2 L^2)))."""
     return lipschitz * math.sqrt(2.0 * math.log(2.0 / delta) / n)
+
+
+def unit_variance(samples, delta: float = DELTA) -> tuple:
+    """(ok, mean square) for samples that should be iid N(0, 1): the mean square lies
+    inside the Laurent-Massart bounds unless the samples are on the wrong scale. A check
+    that rebuilds noise from a student's output calls this before comparing anything,
+    so that a degenerate answer (noise scaled by 1e-6, or none) cannot pass by being
+    small on both sides."""
+    x = np.asarray(samples, dtype=np.float64).ravel()
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        return False, float("nan")
+    lo, hi = chi2_bounds(x.size, delta)
+    sumsq = float(np.sum(x**2))
+    return lo <= sumsq <= hi, sumsq / x.size

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import vae_probes
-from .core import Check, close, describe_mismatch
+from . import stats, vae_probes
+from .core import Check, close, close_rel, describe_mismatch
+
+DELTA = stats.DELTA
 
 Q2A, Q2B = "Q2(a)", "Q2(b)"
 REPARAM_HINT = ("draw eps ~ N(0, I) (e.g. torch.randn_like(m)) and return m + sqrt(v) * eps, "
@@ -77,6 +79,107 @@ def _sum_consistent(inputs, out):
     return True, "nelbo = kl + rec"
 
 
+def noise_of(inputs, z):
+    return (np.asarray(z, np.float64) - inputs["m"].astype(np.float64)) / np.sqrt(inputs["v"].astype(np.float64))
+
+
+def _grad_v_exact(inputs, out):
+    """The exact d(sum(w*z))/dv for the noise the student drew. The noise is rebuilt
+    from z, so it must first have unit variance (a degenerate z = m + 1e-5 * eps would
+    otherwise make both sides tiny); the comparison is then relative."""
+    if out["shape"] != list(inputs["m"].shape):
+        return False, "z must have the shape of m first"
+    if out["grad_v"] is None or not np.any(out["grad_v"] != 0):
+        return False, f"no gradient reaches v: {REPARAM_HINT}"
+    eps = noise_of(inputs, out["zs"][0])
+    want = inputs["w"] * eps / (2.0 * np.sqrt(inputs["v"].astype(np.float64)))
+    if close_rel(out["grad_v"], 2 * want, rtol=2e-3):
+        return False, ("the gradient w.r.t. v matches z = m + v * eps: v is the variance, so "
+                       "scale the noise by its standard deviation, z = m + sqrt(v) * eps")
+    on_scale, mean_square = stats.unit_variance(eps, DELTA)
+    if not on_scale:
+        return False, (f"(z - m) / sqrt(v) should be standard normal noise, but its mean square is "
+                       f"{mean_square:.4g}, not 1: z = m + sqrt(v) * eps with eps ~ N(0, I)")
+    if close_rel(out["grad_v"], want, rtol=2e-3):
+        return True, "gradient w.r.t. v is correct"
+    return False, ("for z = m + sqrt(v) * eps, d(sum(w*z))/dv = w * eps / (2 sqrt(v)); "
+                   + describe_mismatch(out["grad_v"], want, "the gradient") + ".")
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def encode(inputs, x):
+    x = np.asarray(x, np.float64)
+    m = x @ inputs["A"].astype(np.float64) + inputs["a"]
+    v = softplus(x @ inputs["B"].astype(np.float64) + inputs["b"]) + 1e-8
+    return m, v
+
+
+def kl_reference(inputs):
+    m, v = encode(inputs, inputs["x"])
+    return float(np.mean(0.5 * np.sum(-np.log(v) + v + m**2 - 1.0, axis=1)))
+
+
+def rec_of_logits(x, logits):
+    """-log Bern(x | sigmoid(logits)) summed over pixels, per example."""
+    return np.sum(softplus(logits) - x * logits, axis=-1)
+
+
+def scalar_of(out, name):
+    if out[name + "_shape"] != []:
+        raise ValueError(f"{name} has shape {tuple(out[name + '_shape'])}; it must be a scalar")
+    return float(out[name])
+
+
+def kl_verdict(inputs, out):
+    kl, want = scalar_of(out, "kl"), kl_reference(inputs)
+    if close_rel(kl, want, rtol=1e-4):
+        return True, "KL term is correct"
+    batch = inputs["x"].shape[0]
+    hint = ""
+    if abs(kl) < 1e-8:
+        hint = " The KL term is missing."
+    elif close_rel(kl, -want, rtol=1e-4):
+        hint = " It has the wrong sign: KL(q || p) is non-negative."
+    elif close_rel(kl, want * batch, rtol=1e-4):
+        hint = " It is summed over the batch: average it (.mean())."
+    return False, (f"kl = {kl:.6g}, expected {want:.6g} = mean over the batch of "
+                   f"KL(q(z|x) || N(0, I)).{hint}")
+
+
+def rec_verdict(inputs, out):
+    rec = scalar_of(out, "rec")
+    x, c = inputs["x"].astype(np.float64), inputs["c"].astype(np.float64)
+    want = float(np.mean(rec_of_logits(x, c)))
+    if close_rel(rec, want, rtol=1e-4):
+        return True, "reconstruction term is correct"
+    hint = ""
+    sig = 1.0 / (1.0 + np.exp(-c))
+    if close_rel(rec, np.mean(rec_of_logits(x, sig)), rtol=1e-4):
+        hint = (" It matches sigmoid applied before a with-logits loss: pass the decoder's logits "
+                "to log_bernoulli_with_logits directly.")
+    elif close_rel(rec, -want, rtol=1e-4):
+        hint = " It has the wrong sign: rec = -log p(x|z) is non-negative."
+    elif close_rel(rec, want * x.shape[0], rtol=1e-4):
+        hint = " It is summed over the batch: average it (.mean())."
+    return False, (f"with a decoder whose logits ignore z, rec = {rec:.6g}, expected {want:.6g} "
+                   f"= mean over the batch of -log p(x|z).{hint}")
+
+
+def _grad_through_sample(inputs, out):
+    z_dim = inputs["z_dim"]
+    grad = out["rec_grad_enc"]
+    if grad is None or not np.any(grad[:z_dim] != 0):
+        return False, ("no gradient reaches the encoder through rec: decode z = sample_gaussian(m, v), "
+                       "and do not detach it (no .detach(), no torch.no_grad())")
+    if not np.any(grad[z_dim:] != 0):
+        return False, ("no gradient reaches the encoder's variance v through rec: decode a sample "
+                       f"z = sample_gaussian(m, v), not the mean m ({REPARAM_HINT})")
+    return True, "gradients reach the encoder's mean and variance through the sample"
+
+
 PUBLIC = [
     Check(Q2A, "sample_gaussian", "output has the shape of m", 0.5,
           lambda rng: gaussian_inputs(rng, (5, 3)), vae_probes.sample_gaussian_call, _shape_verdict),
@@ -84,8 +187,19 @@ PUBLIC = [
           lambda rng: gaussian_inputs(rng, (2, 3, 4)), vae_probes.sample_gaussian_call, _grad_m_verdict),
     Check(Q2A, "sample_gaussian", "gradient reaches v", 0.5,
           lambda rng: gaussian_inputs(rng, (4, 3)), vae_probes.sample_gaussian_call, _grad_v_reaches),
+    Check(Q2A, "sample_gaussian", "gradient w.r.t. v", 1.0,
+          lambda rng: gaussian_inputs(rng, (40, 50)), vae_probes.sample_gaussian_call, _grad_v_exact,
+          false_failure=DELTA),
     Check(Q2B, "negative_elbo_bound", "returns three scalars", 0.5,
           lambda rng: linear_vae_inputs(rng), vae_probes.negative_elbo_call, _three_scalars),
     Check(Q2B, "negative_elbo_bound", "nelbo = kl + rec", 0.5,
           lambda rng: linear_vae_inputs(rng), vae_probes.negative_elbo_call, _sum_consistent),
+    Check(Q2B, "negative_elbo_bound", "KL term", 1.0,
+          lambda rng: linear_vae_inputs(rng, z_dim=4, batch=8), vae_probes.negative_elbo_call, kl_verdict),
+    Check(Q2B, "negative_elbo_bound", "reconstruction term", 1.0,
+          lambda rng: linear_vae_inputs(rng, z_dim=4, batch=8, decoder="constant"),
+          vae_probes.negative_elbo_call, rec_verdict),
+    Check(Q2B, "negative_elbo_bound", "gradient flows through the sample", 0.5,
+          lambda rng: linear_vae_inputs(rng, z_dim=3, batch=5), vae_probes.negative_elbo_call,
+          _grad_through_sample),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import zlib
 
 import numpy as np
@@ -49,11 +50,12 @@ def _decode(obj, budget=None):
             try:
                 dtype, shape, data = obj["__nd__"]
                 shape = tuple(int(s) for s in shape)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise WireError("malformed array") from None
-            if dtype not in DTYPES or any(s < 0 for s in shape) or len(shape) > 8:
+            if dtype not in DTYPES or not isinstance(data, str) or any(s < 0 for s in shape) \
+                    or len(shape) > 8:
                 raise WireError("bad array header")
-            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            count = math.prod(shape)  # Python integers: no int64 overflow
             budget[0] -= count
             if budget[0] < 0:
                 raise WireError("arrays too large")
@@ -65,7 +67,10 @@ def _decode(obj, budget=None):
                 raise WireError("array data is not valid base64/zlib") from None
             if len(raw) != count * dt.itemsize:
                 raise WireError("array data does not match its shape")
-            return np.frombuffer(raw, dtype=dt).astype(dtype).reshape(shape)
+            try:
+                return np.frombuffer(raw, dtype=dt).astype(dtype).reshape(shape)
+            except (ValueError, OverflowError, MemoryError):
+                raise WireError("array data does not match its shape") from None
         return {k: _decode(v, budget) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_decode(v, budget) for v in obj]
@@ -87,4 +92,9 @@ def loads(line: bytes | str):
         raise WireError("message is not JSON") from None
     if not isinstance(obj, dict):
         raise WireError("message is not an object")
-    return _decode(obj)
+    try:
+        return _decode(obj)
+    except WireError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a forged message provokes, it is off-protocol
+        raise WireError(f"message could not be decoded ({type(exc).__name__})") from None
