@@ -13,7 +13,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MASTER = REPO / "source" / "hw10" / "hw10_vae.ipynb"
-FULL_MARKS = 10.0
+FULL_MARKS = 10.0  # the VAE notebook (what solution_with() submits)
+
+
+def _all_marks() -> float:
+    from hw10grader.assignment import QUESTIONS
+
+    return float(sum(c.points for q in QUESTIONS for c in q.checks))
+
+
+#: Every notebook's autograded points (what the solutions folder gets).
+ALL_MARKS = _all_marks()
 
 
 def master_notebook():

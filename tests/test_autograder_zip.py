@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from grading_helpers import FULL_MARKS, REPO, score_of, solution_with, write_folder, needs_pool_users
+from grading_helpers import ALL_MARKS, REPO, needs_pool_users, score_of, solution_with, write_folder
 from hw10grader.assignment import QUESTIONS
 from hw10grader.results import validate
 from pipeline import grade_local
@@ -24,7 +24,7 @@ def run_zip(built_course, submission: Path, tmp_path, **env):
 def test_solutions_get_full_marks_through_run_autograder(built_course, tmp_path):
     doc = run_zip(built_course, built_course.solutions, tmp_path)
     validate(doc)
-    assert score_of(doc) == FULL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
+    assert score_of(doc) == ALL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
 
 
 def test_blank_release_gets_zero_with_a_valid_results_file(built_course, tmp_path):
@@ -62,8 +62,8 @@ def test_make_grade_writes_results_for_a_zip_submission(built_course, tmp_path):
                            "--results", str(results), "--zip", str(built_course.zip)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert score_of(json.loads(results.read_text())) == FULL_MARKS
-    assert f"{FULL_MARKS:g} / {FULL_MARKS:g}" in proc.stdout
+    assert score_of(json.loads(results.read_text())) == ALL_MARKS
+    assert f"{ALL_MARKS:g} / {ALL_MARKS:g}" in proc.stdout
 
 
 def test_make_grade_prints_the_results_once_with_a_path_that_exists(built_course, tmp_path):
@@ -108,7 +108,7 @@ def test_root_grading_from_a_0700_folder_gets_full_marks_and_names_the_folder(bu
     python = interpreter_inside(private_folder)
     doc = grade_local.run(built_course.zip, built_course.solutions, tmp_path / "results.json",
                           seed=5, python=str(python))
-    assert score_of(doc) == FULL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
+    assert score_of(doc) == ALL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
     assert f"cannot traverse {private_folder} (mode 0700)" in doc["output"]
     assert "ran as root" in doc["output"]
 

@@ -11,7 +11,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
-from grading_helpers import FULL_MARKS, REPO, score_of
+from grading_helpers import ALL_MARKS, REPO, score_of
 from hw10kit import notebook
 from pipeline import grade_local
 
@@ -142,7 +142,7 @@ def gradescope_root(built_course):
 @pytest.mark.slow
 def test_solutions_get_full_marks_in_the_environment_setup_sh_builds(built_course, gradescope_root):
     doc = run_autograder(gradescope_root, built_course.solutions)
-    assert score_of(doc) == FULL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
+    assert score_of(doc) == ALL_MARKS, [t["output"] for t in doc["tests"] if t["status"] == "failed"]
     assert "Local grading" not in doc["output"]
 
 
@@ -150,5 +150,4 @@ def test_solutions_get_full_marks_in_the_environment_setup_sh_builds(built_cours
 def test_the_blank_release_gets_zero_and_a_valid_file_in_that_environment(built_course, gradescope_root):
     doc = run_autograder(gradescope_root, built_course.release)
     assert score_of(doc) == 0 and doc["tests"]
-    assert all("not implemented yet" in t["output"] for t in doc["tests"]
-               if t["name"].startswith("Q2(a)")), [t["output"] for t in doc["tests"]]
+    assert all("not implemented yet" in t["output"] for t in doc["tests"]), [t["output"] for t in doc["tests"]]

@@ -1,20 +1,22 @@
-"""What is graded: notebooks, their questions, and each question's checks.
+"""What is graded: notebooks, their questions, and each question's checks, derived from
+one list of problems (``hw10kit.checks.PROBLEMS``).
 
-A question's checks are its public checks (the ones students run, from
-``hw10kit.checks``) followed by its hidden checks (``hw10grader.hidden``). To add a
-problem: add its public checks to ``hw10kit.checks``, its hidden checks to
-``hidden/``, and a ``Question`` here.
+A question is one graded function. Its checks are its public checks (the ones students
+run, from ``hw10kit.checks.<problem>``) followed by its hidden checks
+(``hw10grader.hidden.<problem>``). Questions are numbered by problem and by the order in
+which their functions first appear among the public checks: Q2(a) is "2.1".
 """
 from __future__ import annotations
 
+import importlib
+import re
 from dataclasses import dataclass
 
-from hw10kit.checks import PUBLIC_CHECKS
+from hw10kit.checks import PROBLEMS, PUBLIC_CHECKS
 from hw10kit.checks.core import Check
 
-from .hidden import vae as hidden_vae
-
-HIDDEN_CHECKS: list[Check] = [*hidden_vae.HIDDEN]
+HIDDEN_CHECKS: list[Check] = [c for name in PROBLEMS
+                              for c in importlib.import_module(f"{__package__}.hidden.{name}").HIDDEN]
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,16 @@ class Question:
         return self.public + self.hidden
 
 
-QUESTIONS = [
-    Question("2.1", "Q2(a)", "sample_gaussian", "hw10_vae.ipynb", "vae"),
-    Question("2.2", "Q2(b)", "negative_elbo_bound", "hw10_vae.ipynb", "vae"),
-]
+def _questions() -> list[Question]:
+    questions = []
+    for name in PROBLEMS:
+        module = importlib.import_module(f"hw10kit.checks.{name}")
+        targets = list(dict.fromkeys(c.target for c in module.PUBLIC))
+        for k, target in enumerate(targets, start=1):
+            label = next(c.question for c in module.PUBLIC if c.target == target)
+            problem = re.match(r"Q(\d+)", label).group(1)
+            questions.append(Question(f"{problem}.{k}", label, target, module.NOTEBOOK, module.KEYWORD))
+    return questions
+
+
+QUESTIONS = _questions()

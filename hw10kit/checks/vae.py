@@ -8,6 +8,7 @@ from .core import Check, close, close_rel, describe_mismatch
 
 DELTA = stats.DELTA
 
+NOTEBOOK, KEYWORD = "hw10_vae.ipynb", "vae"
 Q2A, Q2B = "Q2(a)", "Q2(b)"
 REPARAM_HINT = ("draw eps ~ N(0, I) (e.g. torch.randn_like(m)) and return m + sqrt(v) * eps, "
                 "so that gradients flow back to m and v (the reparameterization trick)")

@@ -4,6 +4,7 @@
     python experiment.py --model vae [--num_latents 64] [--iter_max 10000]
                          [--iter_save 10000] [--runid 0] [--out_dir checkpoints]
                          [--recipe course|tuned] [--compile]
+    python experiment.py --model gan [--num_latents 64] [--iter_max 10000] [--loss_g nonsaturating|minimax]
 
 Reads the definitions (imports, functions, classes) from ``hw10_vae.ipynb`` next to
 this file, so save the notebook first; training and plotting cells are not run. Trains
@@ -29,7 +30,7 @@ if str(HERE) not in sys.path:
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # no display needed; set before any pyplot import
 
-NOTEBOOKS = {"vae": "hw10_vae.ipynb"}
+NOTEBOOKS = {"vae": "hw10_vae.ipynb", "gan": "hw10_gan.ipynb"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--recipe", choices=("course", "tuned"), default="course",
                         help="course: Adam at a constant 1e-3 (default); tuned: warm-up to 2e-3, "
                              "then cosine decay to 0 (same iterations, better bound)")
+    parser.add_argument("--loss_g", choices=("nonsaturating", "minimax"), default="nonsaturating",
+                        help="GAN only: the generator's loss (default: %(default)s)")
     parser.add_argument("--compile", action="store_true",
                         help="compile the loss with torch.compile (falls back quietly)")
     args = parser.parse_args(argv)
@@ -68,20 +71,23 @@ def fail(message: str):
     raise SystemExit(1)
 
 
-def load_model_class(notebook: Path, class_name: str):
-    """The class ``class_name`` defined in ``notebook`` (definitions only are run)."""
+def load_notebook(notebook: Path) -> dict:
+    """The definitions of ``notebook`` (only definitions are run)."""
     from hw10kit.notebook import NotebookError, load_definitions
 
     if not notebook.is_file():
         fail(f"{notebook} not found: keep experiment.py beside your notebook, or pass --notebook")
     try:
-        ns = load_definitions(str(notebook))
+        return load_definitions(str(notebook))
     except (NotebookError, SyntaxError, RuntimeError) as exc:
         fail(f"could not read the definitions in {notebook.name}: {exc}")
-    cls = ns.get(class_name)
-    if cls is None:
-        fail(f"{notebook.name} defines no `{class_name}`: run and save the cell that defines it")
-    return cls
+
+
+def defined(ns: dict, notebook: Path, name: str):
+    """``name`` from the notebook's definitions, or a clear error."""
+    if ns.get(name) is None:
+        fail(f"{notebook.name} defines no `{name}`: run and save the cell that defines it")
+    return ns[name]
 
 
 def run_vae(args) -> int:
@@ -91,7 +97,7 @@ def run_vae(args) -> int:
     from hw10kit import vae_training as vt
 
     notebook = Path(args.notebook) if args.notebook else HERE / NOTEBOOKS["vae"]
-    VAE = load_model_class(notebook, "VAE")
+    VAE = defined(load_notebook(notebook), notebook, "VAE")
     device = torch.device(args.device) if args.device else vt.pick_device()
     run_dir = Path(args.out_dir) / f"model=vae_z={args.num_latents}_run={args.runid:04d}"
 
@@ -158,9 +164,58 @@ def expectation(nelbo: float, z_dim: int, iter_max: int) -> str:
     return said
 
 
+def run_gan(args) -> int:
+    import torch
+
+    from hw10kit import data as hw10data
+    from hw10kit import gan_training as gt
+    from hw10kit.unfinished import Unfinished
+
+    notebook = Path(args.notebook) if args.notebook else HERE / NOTEBOOKS["gan"]
+    ns = load_notebook(notebook)
+    loss_d = defined(ns, notebook, "loss_nonsaturating_d")
+    loss_g = defined(ns, notebook, "loss_nonsaturating_g" if args.loss_g == "nonsaturating" else "loss_minimax_g")
+    device = torch.device(args.device) if args.device else gt.pick_device()
+    run_dir = Path(args.out_dir) / f"model=gan_z={args.num_latents}_run={args.runid:04d}"
+    train_images, _ = hw10data.load("train", root=hw10data.find_root(HERE), device=device)
+
+    torch.manual_seed(args.runid)
+    g, d = gt.Generator(dim_z=args.num_latents), gt.Discriminator()
+    print(f"Training a GAN (z_dim={args.num_latents}, {args.loss_g} generator loss) from {notebook.name} "
+          f"on {device} for {args.iter_max} iterations; writing to {run_dir}", flush=True)
+
+    def save(g_, d_, iteration):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"g": g_.state_dict(), "d": d_.state_dict()}, run_dir / f"model-{iteration:05d}.pt")
+
+    try:
+        history = gt.train_gan(g, d, train_images, loss_d, loss_g, iter_max=args.iter_max,
+                               seed=args.runid, device=device, progress=not args.no_progress,
+                               save_every=args.iter_save, save_fn=save)
+    except Unfinished as exc:
+        fail(f"`{exc.name}` in {notebook.name} is not implemented yet: fill it in, run its check "
+             "cell, save the notebook, and run again")
+    except FloatingPointError as exc:
+        fail(str(exc))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    import matplotlib.pyplot as plt
+
+    plt.close(gt.plot_losses(history, run_dir / "loss.png",
+                             title=f"GAN training (z_dim={args.num_latents}, run {args.runid})"))
+    gt.save_sample_grid(g, run_dir / "samples.png", rows=10, cols=20, seed=args.runid)
+    last = slice(-500, None)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    print(f"{args.iter_max} iterations in {history['seconds']:.0f} s "
+          f"({args.iter_max / history['seconds']:.1f} it/s)")
+    print(f"Wrote {run_dir}/: model-{args.iter_max:05d}.pt (and every --iter_save), loss.png, samples.png")
+    print(f"Mean losses over the last 500 iterations: discriminator {mean(history['loss_d'][last]):.4f}, "
+          f"generator {mean(history['loss_g'][last]):.4f}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    runners = {"vae": run_vae}
+    runners = {"vae": run_vae, "gan": run_gan}
     return runners[args.model](args)
 
 

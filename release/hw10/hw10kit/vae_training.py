@@ -347,6 +347,7 @@ def _mean_stderr(values) -> tuple:
 
 
 @torch.no_grad()
+@guard("The sample grid")
 def sample_grid(model, rows: int = 10, cols: int = 20, kind: str = "sample"):
     """A (3, H, W) image tensor in [0, 1] tiling ``rows * cols`` generated digits.
 

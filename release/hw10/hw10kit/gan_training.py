@@ -1,0 +1,182 @@
+"""GAN training shared by the notebook (hw10_gan.ipynb) and ``experiment.py --model gan``.
+
+Conventions: images are float32 in [0, 1] everywhere (the data, what D sees, the sample
+grid, which only clamps), shaped (B, 1, 28, 28). ``g.dim_z`` is the latent size; ``g(z)``
+maps (B, dim_z) to images; ``d(x)`` returns logits (B,), D = sigmoid(logits).
+
+Step order: each iteration takes one discriminator step, then one generator step, each
+on a graph built from the parameters as they are at that moment: the discriminator's
+loss sees the generator's samples detached, and the generator's loss runs the updated
+discriminator on fresh samples. Nothing is kept across steps (no ``retain_graph``).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+
+from .unfinished import guard
+from .vae_training import make_adam, pick_device  # noqa: F401  (pick_device: one home for both)
+
+
+class Generator(nn.Module):
+    """The course's generator: z (B, dim_z) -> images (B, 1, 28, 28), unbounded (trained
+    towards [0, 1])."""
+
+    def __init__(self, dim_z: int = 64):
+        super().__init__()
+        self.dim_z = dim_z
+        self.fc = nn.Sequential(
+            nn.Linear(dim_z, 512), nn.BatchNorm1d(512), nn.ReLU(),
+            nn.Linear(512, 64 * 7 * 7), nn.BatchNorm1d(64 * 7 * 7), nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.PixelShuffle(2), nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.PixelShuffle(2), nn.Conv2d(8, 1, 3, padding=1))
+
+    def forward(self, z):
+        return self.conv(self.fc(z).view(-1, 64, 7, 7))
+
+
+class Discriminator(nn.Module):
+    """The course's discriminator: images (B, 1, 28, 28) -> logits (B,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 512), nn.ReLU(), nn.Linear(512, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(1)
+
+
+def _batches(images, batch_size: int, generator: torch.Generator | None):
+    """Endless batches: each epoch a fresh permutation of the preloaded images."""
+    n = images.shape[0]
+    while True:
+        order = torch.randperm(n, device=images.device, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield images[order[start:start + batch_size]]
+
+
+@guard("Training")
+def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batch_size: int = 100,
+              lr: float = 1e-3, seed: int | None = 0, device=None, progress: bool = True,
+              log_every: int = 50, save_every: int | None = None, save_fn=None) -> dict:
+    """Train ``g`` and ``d`` with the student's losses, the course recipe by default.
+
+    Args:
+        g, d: the networks (moved to ``device``).
+        train_images: float32 (N, 784) or (N, 1, 28, 28) in [0, 1], ideally already on
+            ``device`` (``hw10kit.data.load(..., device=device)``); no DataLoader is used.
+        loss_d, loss_g: ``loss(g, d, x_real, device=device) -> scalar``, e.g. the
+            notebook's ``loss_nonsaturating_d`` and ``loss_nonsaturating_g``.
+        iter_max: iterations, each one discriminator step then one generator step.
+        seed: seeds torch's global RNG (batches and z) before training.
+        log_every: the losses are read back to the host every this many steps only.
+        save_fn: called as ``save_fn(g, d, iteration)`` every ``save_every`` iterations
+            and at the end.
+
+    Returns:
+        ``{"iteration": [...], "loss_d": [...], "loss_g": [...], "seconds": s}``, the
+        losses of every step.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    if seed is not None:
+        torch.manual_seed(seed)
+    g.to(device).train()
+    d.to(device).train()
+    data = train_images.to(device=device, dtype=torch.float32).reshape(-1, 1, 28, 28)
+    opt_d = make_adam(list(d.parameters()), lr, device)
+    opt_g = make_adam(list(g.parameters()), lr, device)
+    losses = torch.zeros(iter_max, 2, device=device)
+    batches = _batches(data, batch_size, None)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=iter_max, desc="GAN", unit="it", dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        for i in range(iter_max):
+            x = next(batches)
+            ld = loss_d(g, d, x, device=device)
+            opt_d.zero_grad(set_to_none=True)
+            ld.backward()
+            opt_d.step()
+            lg = loss_g(g, d, x, device=device)
+            opt_g.zero_grad(set_to_none=True)
+            lg.backward()
+            opt_g.step()
+            losses[i, 0], losses[i, 1] = ld.detach(), lg.detach()
+            if bar is not None and ((i + 1) % log_every == 0 or i + 1 == iter_max):
+                recent = losses[max(0, i + 1 - log_every):i + 1].mean(0).tolist()
+                bar.update((i + 1) - bar.n)
+                bar.set_postfix(loss_d=f"{recent[0]:.3f}", loss_g=f"{recent[1]:.3f}")
+            if save_fn is not None and save_every and ((i + 1) % save_every == 0 or i + 1 == iter_max):
+                save_fn(g, d, i + 1)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - started
+    values = losses.cpu()
+    if not torch.isfinite(values).all():
+        raise FloatingPointError("a GAN loss became NaN or infinite: run the check cells for the losses "
+                                 "(are they computed from the logits with F.logsigmoid or F.softplus?)")
+    return {"iteration": list(range(1, iter_max + 1)), "loss_d": values[:, 0].tolist(),
+            "loss_g": values[:, 1].tolist(), "seconds": seconds}
+
+
+@torch.no_grad()
+def samples(g, n: int = 200, seed: int | None = 0, device=None):
+    """``n`` images x = g(z), z ~ N(0, I), clamped to [0, 1], on the CPU: (n, 1, 28, 28)."""
+    device = next(g.parameters()).device if device is None else device
+    gen = torch.Generator(device="cpu")
+    if seed is not None:
+        gen.manual_seed(seed)
+    was_training = g.training
+    g.eval()
+    z = torch.randn(n, g.dim_z, generator=gen).to(device)
+    out = g(z).clamp(0, 1).cpu()
+    g.train(was_training)
+    return out
+
+
+def sample_grid(g, rows: int = 10, cols: int = 20, seed: int | None = 0):
+    """A (rows * 30, cols * 30) grey image of rows x cols samples, values in [0, 1]."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(samples(g, rows * cols, seed), nrow=cols, padding=2, pad_value=1.0)
+    return grid[0].numpy()
+
+
+def save_sample_grid(g, path, rows: int = 10, cols: int = 20, seed: int | None = 0):
+    """Save the grid of ``sample_grid`` as a PNG; returns the grid."""
+    from torchvision.utils import save_image
+
+    imgs = samples(g, rows * cols, seed)
+    save_image(imgs, str(path), nrow=cols, padding=2, pad_value=1.0)
+    return sample_grid(g, rows, cols, seed)
+
+
+def plot_losses(history: dict, path=None, smooth: int = 100, title: str = "GAN training"):
+    """Both losses against the iteration (a running mean over ``smooth`` steps); saved
+    to ``path`` when given. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key, label in (("loss_d", "discriminator"), ("loss_g", "generator")):
+        values = np.asarray(history[key], dtype=np.float64)
+        k = max(1, min(smooth, len(values)))
+        smoothed = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(np.arange(k, len(values) + 1), smoothed, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"loss (running mean of {smooth})")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
