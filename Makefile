@@ -8,6 +8,8 @@
 #   make grader-env  build .grader-venv with setup.sh's own requirements (as on Gradescope)
 #   make test        fast tests;  make test-slow   all tests, slow ones included
 #   make bench       VAE training benchmark (about 20 min; bench/vae.json)
+#   make bench-gan   GAN training and sample-quality benchmark (bench/gan.json)
+#   make classifier  retrain the sample-metric MNIST classifier into data/mnist_classifier.pt
 #   make bench-grading   time grading and the build (bench/grading.json)
 #   make clean       remove built outputs (keeps .venv)
 #   make help        this list
@@ -20,7 +22,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all help release solutions grade grader-env test test-slow clean venv bench bench-grading
+.PHONY: all help release solutions grade grader-env test test-slow clean venv bench bench-grading bench-gan classifier
 
 all: release
 
@@ -72,6 +74,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m ''
+
+bench-gan: $(STAMP)
+	$(PY) -m bench.gan
+
+classifier: $(STAMP)
+	$(PY) -m hw10kit.classifier
 
 bench: $(STAMP)
 	$(PY) -m bench.vae

@@ -144,7 +144,8 @@ def copy_kit(layout: Layout) -> list[Path]:
 
 
 def copy_data(layout: Layout) -> list[Path]:
-    """``data/README.md`` and ``data/MNIST/raw/*.gz`` -> ``release/hw10/data/``.
+    """``data/README.md``, ``data/MNIST/raw/*.gz`` and the sample-metric classifier's
+    weights (``data/mnist_classifier.pt``) -> ``release/hw10/data/``.
 
     The decompressed ``*-ubyte`` files that may sit beside the ``.gz`` are a
     local cache and are never copied.
@@ -152,7 +153,7 @@ def copy_data(layout: Layout) -> list[Path]:
     dest = layout.release / "data"
     if dest.exists():
         shutil.rmtree(dest)
-    wanted = [Path("README.md")] + [Path("MNIST", "raw", name) for name in MNIST_FILES]
+    wanted = [Path("README.md"), Path("mnist_classifier.pt")] + [Path("MNIST", "raw", name) for name in MNIST_FILES]
     missing = [str(rel) for rel in wanted if not (layout.data / rel).is_file()]
     if missing:
         raise BuildError(f"missing data files under {layout.data}: {', '.join(missing)}")

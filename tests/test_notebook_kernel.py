@@ -1,5 +1,6 @@
-"""The solution notebook runs top to bottom in a real Jupyter kernel, the way a student
-runs it (training shortened), with its public checks passing and its figures written."""
+"""The notebooks run top to bottom in a real Jupyter kernel, the way a student runs them
+(training shortened): the solutions with their public checks passing and their figures
+written; the blank release with one-line "not implemented yet" messages and nothing else."""
 import re
 import shutil
 
@@ -9,21 +10,50 @@ from grading_helpers import REPO
 from nbclient import NotebookClient
 
 SHORTEN = {r"ITER_MAX = 10000": "ITER_MAX = 150", r"SEEDS = \[0, 1, 2\]": "SEEDS = [0, 1]"}
+NOTEBOOKS = ("hw10_vae.ipynb", "hw10_gan.ipynb")
+#: check cell id -> graded function, per notebook
+CHECK_CELLS = {"hw10_vae.ipynb": {"q2a-check": "sample_gaussian", "q2b-check": "negative_elbo_bound"},
+               "hw10_gan.ipynb": {"loss-d-check": "loss_nonsaturating_d", "loss-g-check": "loss_nonsaturating_g",
+                                  "loss-mm-check": "loss_minimax_g"}}
+FIGURES = {"hw10_vae.ipynb": ("vae_samples.png", "vae_loss.png"),
+           "hw10_gan.ipynb": ("gan_samples.png", "gan_loss.png")}
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory, built_course):
-    folder = tmp_path_factory.mktemp("student") / "hw10"
-    shutil.copytree(built_course.solutions, folder)
-    shutil.copytree(REPO / "hw10kit", folder / "hw10kit", ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "data").symlink_to(REPO / "data", target_is_directory=True)
-    nb = nbformat.read(folder / "hw10_vae.ipynb", as_version=4)
+def run_in_kernel(nb, folder, allow_errors=True):
+    NotebookClient(nb, timeout=900, kernel_name="python3", allow_errors=allow_errors,
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    return nb
+
+
+def shortened(path):
+    nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         for pattern, repl in SHORTEN.items():
             cell.source = re.sub(pattern, repl, cell.source)
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(folder)}}).execute()
-    return folder, nb
+    return nb
+
+
+def student_folder(tmp_path_factory, source, name):
+    folder = tmp_path_factory.mktemp(name) / "hw10"
+    shutil.copytree(source, folder)
+    if not (folder / "hw10kit").exists():  # the solutions folder holds only the notebooks
+        shutil.copytree(REPO / "hw10kit", folder / "hw10kit", ignore=shutil.ignore_patterns("__pycache__"))
+        (folder / "data").symlink_to(REPO / "data", target_is_directory=True)
+    return folder
+
+
+@pytest.fixture(scope="module", params=NOTEBOOKS)
+def executed(request, tmp_path_factory, built_course):
+    folder = student_folder(tmp_path_factory, built_course.solutions, "solved")
+    nb = shortened(folder / request.param)
+    return request.param, folder, run_in_kernel(nb, folder, allow_errors=False)
+
+
+@pytest.fixture(scope="module", params=NOTEBOOKS)
+def blank_run(request, tmp_path_factory, built_course):
+    """The blank release run top to bottom (Run All), as a student first meets it."""
+    folder = student_folder(tmp_path_factory, built_course.release, "blank")
+    return request.param, run_in_kernel(shortened(folder / request.param), folder)
 
 
 def outputs_of(nb, cell_id):
@@ -31,75 +61,70 @@ def outputs_of(nb, cell_id):
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
-def test_public_checks_pass_in_the_kernel(executed):
-    _, nb = executed
-    from hw10kit.checks import PUBLIC_CHECKS
-
-    for cell_id, target in (("q2a-check", "sample_gaussian"), ("q2b-check", "negative_elbo_bound")):
-        n = sum(c.target == target for c in PUBLIC_CHECKS)
-        assert f"{target}: {n}/{n} public checks passed" in outputs_of(nb, cell_id)
-
-
-def test_evaluation_prints_the_course_summary_and_the_iwae_bound(executed):
-    _, nb = executed
-    assert re.search(r"NELBO: [\d.]+\. KL: [\d.]+\. Rec: [\d.]+", outputs_of(nb, "evaluate"))
-    assert "negative IWAE-100" in outputs_of(nb, "iwae")
-
-
-def test_sample_grid_and_loss_curve_are_saved_as_png(executed):
-    folder, _ = executed
-    for name in ("vae_samples.png", "vae_loss.png"):
-        assert (folder / name).read_bytes()[:4] == b"\x89PNG"
-
-
-def test_check_cells_print_their_report_without_echoing_a_bool(executed):
-    _, nb = executed
-    for cell_id in ("q2a-check", "q2b-check"):
-        cell = next(c for c in nb.cells if c.get("id") == cell_id)
-        assert not [o for o in cell.outputs if o.output_type == "execute_result"], cell_id
-
-
-def run_in_kernel(nb, folder, allow_errors=True):
-    NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
-                   resources={"metadata": {"path": str(folder)}}).execute()
-    return nb
-
-
 def errors_of(nb):
     return [(c.get("id"), o.ename, o.evalue) for c in nb.cells if c.cell_type == "code"
             for o in c.outputs if o.output_type == "error"]
 
 
-@pytest.fixture(scope="module")
-def blank_run(tmp_path_factory, built_course):
-    """The blank release run top to bottom (Run All), as a student first meets it."""
-    folder = tmp_path_factory.mktemp("blank") / "hw10"
-    shutil.copytree(built_course.release, folder)
-    nb = nbformat.read(folder / "hw10_vae.ipynb", as_version=4)
-    for cell in nb.cells:
-        for pattern, repl in SHORTEN.items():
-            cell.source = re.sub(pattern, repl, cell.source)
-    return run_in_kernel(nb, folder)
+def test_public_checks_pass_in_the_kernel(executed):
+    name, _, nb = executed
+    from hw10kit.checks import PUBLIC_CHECKS
+
+    for cell_id, target in CHECK_CELLS[name].items():
+        n = sum(c.target == target for c in PUBLIC_CHECKS)
+        assert f"{target}: {n}/{n} public checks passed" in outputs_of(nb, cell_id)
+
+
+def test_sample_grid_and_loss_curve_are_saved_as_png(executed):
+    name, folder, _ = executed
+    for figure in FIGURES[name]:
+        assert (folder / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_check_cells_print_their_report_without_echoing_a_bool(executed):
+    name, _, nb = executed
+    for cell_id in CHECK_CELLS[name]:
+        cell = next(c for c in nb.cells if c.get("id") == cell_id)
+        assert not [o for o in cell.outputs if o.output_type == "execute_result"], cell_id
+
+
+def test_the_vae_evaluation_prints_the_course_summary_and_the_iwae_bound(executed):
+    name, _, nb = executed
+    if name != "hw10_vae.ipynb":
+        pytest.skip("VAE only")
+    assert re.search(r"NELBO: [\d.]+\. KL: [\d.]+\. Rec: [\d.]+", outputs_of(nb, "evaluate"))
+    assert "negative IWAE-100" in outputs_of(nb, "iwae")
+
+
+def test_the_gan_notebook_reports_both_sample_metrics(executed):
+    name, _, nb = executed
+    if name != "hw10_gan.ipynb":
+        pytest.skip("GAN only")
+    text = outputs_of(nb, "metrics")
+    assert "Classifier Inception Score" in text and "Frechet distance" in text
 
 
 def test_run_all_on_the_blank_notebook_fails_only_with_one_line_unfinished_messages(blank_run):
-    errors = errors_of(blank_run)
-    assert errors and {name for _, name, _ in errors} == {"Unfinished"}, errors
-    for cell in blank_run.cells:
+    _, nb = blank_run
+    errors = errors_of(nb)
+    assert errors and {ename for _, ename, _ in errors} == {"Unfinished"}, errors
+    for cell in nb.cells:
         for o in cell.get("outputs", []):
             if o.output_type == "error":
                 assert len(o.traceback) == 1 and "not implemented yet" in o.traceback[0]
 
 
 def test_each_check_cell_of_the_blank_notebook_says_once_that_it_is_unfinished(blank_run):
-    for cell_id in ("q2a-check", "q2b-check"):
-        text = outputs_of(blank_run, cell_id)
+    name, nb = blank_run
+    for cell_id in CHECK_CELLS[name]:
+        text = outputs_of(nb, cell_id)
         assert text.count("not implemented yet") == 1 and "Traceback" not in text, text
 
 
-def test_the_notebook_opened_without_hw10kit_says_what_to_do(tmp_path, built_course):
-    shutil.copy(built_course.release / "hw10_vae.ipynb", tmp_path / "hw10_vae.ipynb")
-    nb = nbformat.read(tmp_path / "hw10_vae.ipynb", as_version=4)
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_notebook_opened_without_hw10kit_says_what_to_do(tmp_path, built_course, name):
+    shutil.copy(built_course.release / name, tmp_path / name)
+    nb = nbformat.read(tmp_path / name, as_version=4)
     first = next(c for c in nb.cells if c.cell_type == "code")
     nb.cells = [first]
     run_in_kernel(nb, tmp_path)

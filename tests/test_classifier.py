@@ -1,0 +1,51 @@
+"""The bundle's MNIST classifier and the sample metrics built on it (shared by every
+generative model): the shipped weights are good, training reproduces them, and the
+metrics separate real digits from noise."""
+import pytest
+import torch
+from grading_helpers import REPO
+from hw10kit import classifier as clf
+from hw10kit import data
+from hw10kit import sample_metrics as sm
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    root = REPO / "data"
+    return (*data.load("train", root=root), *data.load("test", root=root))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return clf.load(REPO / "data")
+
+
+def test_the_shipped_classifier_reaches_99_percent_on_the_test_set(mnist, model):
+    _, _, xt, yt = mnist
+    assert clf.accuracy(model, xt, yt) >= 0.99
+
+
+@pytest.mark.slow
+def test_training_reproduces_the_shipped_weights(mnist, model):
+    x, y, _, _ = mnist
+    retrained = clf.train_classifier(x, y)
+    for (name, want), got in zip(model.state_dict().items(), retrained.state_dict().values()):
+        assert torch.allclose(got, want, rtol=0, atol=1e-5), name
+
+
+def test_real_test_digits_score_near_the_top_of_the_inception_score(mnist, model):
+    _, _, xt, _ = mnist
+    mean, _ = sm.inception_score(xt[:5000], model)
+    assert 9.0 < mean <= 10.0
+
+
+def test_noise_scores_near_one(model):
+    mean, _ = sm.inception_score(torch.rand(2000, 784, generator=torch.Generator().manual_seed(0)), model)
+    assert mean < 2.0
+
+
+def test_the_frechet_distance_is_small_between_real_sets_and_large_for_noise(mnist, model):
+    x, _, xt, _ = mnist
+    real = sm.frechet_distance(x[:5000], xt[:5000], model)
+    noise = sm.frechet_distance(torch.rand(2000, 784, generator=torch.Generator().manual_seed(0)), xt[:5000], model)
+    assert real < 0.05 * noise
