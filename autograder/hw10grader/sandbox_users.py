@@ -166,7 +166,8 @@ def kill_all(uid: int, gid: int, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
 
 
 def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> None:
-    """Delete what ``uid`` left in the shared temporary folders (no links followed)."""
+    """Delete what ``uid`` left in the shared temporary folders (no links followed),
+    walking only the folders it may write to."""
     for folder in folders:
         if not os.path.isdir(folder):
             continue
@@ -178,8 +179,10 @@ def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> None:
                 except OSError:
                     continue
                 if st.st_uid != uid:
-                    # nothing of uid's can lie below a folder it cannot enter
-                    if stat.S_ISDIR(st.st_mode) and not _may_traverse(Path(path), uid, gid):
+                    # uid can only have created files in folders it may write to (and
+                    # enter); others are not walked (a world-readable venv in /tmp, say)
+                    if stat.S_ISDIR(st.st_mode) and not (_may_traverse(Path(path), uid, gid)
+                                                         and _may_write(st, uid, gid)):
                         dirnames.remove(name)
                     continue
                 if stat.S_ISDIR(st.st_mode):
@@ -215,6 +218,14 @@ def blocked_directory(path: str | os.PathLike, uid: int, gid: int) -> Path | Non
                 seen.add(walked)
                 todo.append(Path(os.path.realpath(walked)))
     return None
+
+
+def _may_write(st, uid: int, gid: int) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IWUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IWGRP)
+    return bool(st.st_mode & stat.S_IWOTH)
 
 
 def _may_traverse(folder: Path, uid: int, gid: int) -> bool:
