@@ -274,9 +274,13 @@ def test_a_notebook_that_takes_too_long_to_read_is_refused_at_the_deadline():
     slow_cell = "x = " + "a." * 240 + "a?"  # just under the reader's limit, still slow to transform
     nb = solution_with(*[slow_cell] * 2000)
     started = time.monotonic()
-    with pytest.raises(notebook.NotebookError, match="longer than"):
-        reading.read_answer(nbformat.writes(nb).encode(), timeout_s=1.0)
-    assert time.monotonic() - started < 5
+    try:
+        answer = reading.read_answer(nbformat.writes(nb).encode(), timeout_s=2.0)
+    except notebook.NotebookError as exc:  # killed at the deadline
+        assert "longer than" in str(exc)
+    else:  # or stopped reading just before it, keeping what it read
+        assert any("took too long to read" in m for _, m in answer.problems)
+    assert time.monotonic() - started < 6
 
 
 def test_the_outside_watchdog_stops_a_judge_that_holds_the_gil(tmp_path):

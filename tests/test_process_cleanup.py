@@ -38,6 +38,17 @@ LOOP = ("import os, signal, time\n"
         "    time.sleep(0.02)\n")
 
 
+#: A daemon whose main thread exits (its status shows Z) while another thread runs on.
+THREAD_ONLY = ("import ctypes, threading, time\n"
+               "def loop():\n"
+               "    while True:\n"
+               "        open({path!r}, 'w').write('alive')\n"
+               "        time.sleep(0.02)\n"
+               "threading.Thread(target=loop).start()\n"
+               "time.sleep(0.1)\n"
+               "ctypes.CDLL(None).syscall(60, 0)\n")  # SYS_exit: this thread only
+
+
 def pool_processes():
     uids = []
     for name in sandbox_users.pool_names():
@@ -48,9 +59,9 @@ def pool_processes():
     return {uid: sandbox_users.live_processes(uid) for uid in uids if sandbox_users.live_processes(uid)}
 
 
-def grade_with_daemon(tmp_path, template):
+def grade_with_daemon(tmp_path, template, loop=LOOP):
     marker = Path("/tmp") / f"hw10-daemon-{uuid.uuid4().hex}"
-    cell = template.format(loop=LOOP.format(path=str(marker)))
+    cell = template.format(loop=loop.format(path=str(marker)))
     doc = judge(write_folder(tmp_path / "sub", solution_with(cell)), tmp_path / "results.json")
     time.sleep(0.5)  # a surviving daemon would have rewritten its marker by now
     return doc, marker
@@ -62,6 +73,13 @@ def test_a_daemon_that_ignores_sigterm_does_not_survive_grading(tmp_path, templa
     doc, marker = grade_with_daemon(tmp_path, template)
     assert doc["tests"], doc["output"]
     assert not marker.exists(), f"daemon {marker.read_text()} survived"
+    assert pool_processes() == {}
+
+
+def test_a_daemon_whose_main_thread_exited_does_not_survive_grading(tmp_path):
+    doc, marker = grade_with_daemon(tmp_path, SPAWN_EMPTY_ENV_SESSION, THREAD_ONLY)
+    assert doc["tests"], doc["output"]
+    assert not marker.exists(), "a thread of the daemon survived"
     assert pool_processes() == {}
 
 

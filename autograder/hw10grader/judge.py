@@ -267,9 +267,9 @@ class _Watchdog:
 
     def _fire(self):
         try:
-            _kill_sandboxes()
             self.args[2].append(OUT_OF_BUDGET)
-            _final(*self.args)
+            _final(*self.args)  # the results first: the sweep may take a while
+            _kill_sandboxes()
         finally:
             os._exit(0)
 

@@ -18,13 +18,14 @@ from .sandbox import KIT_DIR
 MEMORY_MB = 2048
 
 _CHILD = r"""
-import json, resource, sys
+import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]) << 20,) * 2)
+deadline = time.monotonic() + float(sys.argv[3])
 sys.path.insert(0, sys.argv[1])
 sys.setrecursionlimit(5000)
 from hw10kit import notebook
 try:
-    answer = notebook.read_answer(notebook.load(sys.stdin.buffer.read()))
+    answer = notebook.read_answer(notebook.load(sys.stdin.buffer.read()), deadline)
 except notebook.NotebookError as exc:
     out = {"error": str(exc)}
 else:
@@ -40,7 +41,9 @@ def read_answer(data: bytes, timeout_s: float) -> notebook.Answer:
     is killed after ``timeout_s``. Raises ``notebook.NotebookError`` for the student."""
     timeout_s = max(1.0, timeout_s)
     try:
-        proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, KIT_DIR, str(MEMORY_MB)],
+        # the child stops reading (keeping what it read) a little before it is killed
+        proc = subprocess.run([sys.executable, "-I", "-c", _CHILD, KIT_DIR, str(MEMORY_MB),
+                               str(max(0.5, timeout_s - 1.5))],
                               input=data, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         raise notebook.NotebookError(f"it took longer than {timeout_s:.0f} s to read; look for very "

@@ -198,11 +198,15 @@ class Sandbox:
         self.limits, self.deadline = limits, deadline
         python = python or os.environ.get("HW10_WORKER_PYTHON") or sys.executable
         self.lease, self.note = choose_identity(python, deadline)
-        self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
-        if self.lease:
-            os.chown(self.workdir, self.lease.uid, self.lease.gid)
-        reply_r, reply_w = os.pipe()
         self.token = f"HW10_SANDBOX={os.urandom(8).hex()}"
+        try:
+            self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
+            if self.lease:
+                os.chown(self.workdir, self.lease.uid, self.lease.gid)
+        except OSError as exc:
+            self._release()
+            raise SandboxError(f"internal: could not make the sandbox's folder ({exc})") from None
+        reply_r, reply_w = os.pipe()
         env = {"HW10_SANDBOX": self.token.split("=", 1)[1],
                "PATH": "/usr/bin:/bin", "HOME": self.workdir, "TMPDIR": self.workdir,
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",

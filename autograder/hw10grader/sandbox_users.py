@@ -14,6 +14,7 @@ import fcntl
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -112,7 +113,11 @@ def acquire(deadline: float) -> Lease:
             if fd is None:
                 continue
             lease = Lease(name, pw.pw_uid, pw.pw_gid, fd)
-            sweep(lease.uid, lease.gid)  # whatever an earlier, crashed judge left behind
+            try:
+                sweep(lease.uid, lease.gid)  # whatever an earlier, crashed judge left behind
+            except Exception:  # noqa: BLE001 - a user that cannot be swept clean is not handed out
+                os.close(fd)
+                continue
             return lease
         if time.monotonic() > deadline:
             raise SandboxUserError("every sandbox user is busy (more gradings at once than "
@@ -128,19 +133,28 @@ def release(lease: Lease) -> None:
         os.close(lease.lock_fd)
 
 
+def _status(path: str) -> dict:
+    with open(path, "rb") as fh:
+        return dict(line.split(b":", 1) for line in fh.read().splitlines() if b":" in line)
+
+
 def live_processes(uid: int) -> list[int]:
-    """Processes (not zombies) whose real, effective, saved or filesystem uid is ``uid``."""
+    """Processes whose real, effective, saved or filesystem uid is ``uid`` and that have
+    any thread still running. (A process whose main thread has exited shows ``Z`` in its
+    own status while its other threads run on: each thread is looked at.)"""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/status", "rb") as fh:
-                fields = dict(line.split(b":", 1) for line in fh.read().splitlines() if b":" in line)
+            fields = _status(f"/proc/{entry}/status")
+            if uid not in {int(u) for u in fields.get(b"Uid", b"").split()}:
+                continue
+            states = [_status(f"/proc/{entry}/task/{t}/status").get(b"State", b"").strip()
+                      for t in os.listdir(f"/proc/{entry}/task")]
         except OSError:
             continue
-        uids = {int(u) for u in fields.get(b"Uid", b"").split()}
-        if uid in uids and not fields.get(b"State", b"").strip().startswith(b"Z"):
+        if any(not state.startswith(b"Z") for state in states):
             found.append(int(entry))
     return found
 
@@ -148,14 +162,23 @@ def live_processes(uid: int) -> list[int]:
 def kill_all(uid: int, gid: int, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
     """SIGKILL every process of ``uid`` and wait until none is left.
 
-    ``kill(-1, SIGKILL)`` sent *as that user* reaches every process it owns, in one
-    system call that new forks cannot outrun; it is repeated until a scan of /proc finds
-    none. Nothing here relies on what the processes hold (environment, session, parent).
+    Each round, root sends SIGKILL to every process found in /proc (student code cannot
+    block that), and ``kill(-1, SIGKILL)`` is sent *as that user*, which reaches every
+    process it owns in one system call that new forks cannot outrun. Rounds repeat until
+    a scan finds none. Nothing relies on what the processes hold (environment, session,
+    parent).
     """
     if uid == 0:
         raise ValueError("refusing to kill every process of root")
     end = time.monotonic() + timeout_s
-    while live_processes(uid):
+    first = True
+    while first or live_processes(uid):
+        first = False
+        for pid in live_processes(uid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=gid, extra_groups=[],
                        env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
@@ -166,34 +189,17 @@ def kill_all(uid: int, gid: int, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
 
 
 def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> None:
-    """Delete what ``uid`` left in the shared temporary folders (no links followed),
-    walking only the folders it may write to."""
-    for folder in folders:
-        if not os.path.isdir(folder):
-            continue
-        for dirpath, dirnames, filenames in os.walk(folder, topdown=True):
-            for name in filenames + dirnames:
-                path = os.path.join(dirpath, name)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if st.st_uid != uid:
-                    # uid can only have created files in folders it may write to (and
-                    # enter); others are not walked (a world-readable venv in /tmp, say)
-                    if stat.S_ISDIR(st.st_mode) and not (_may_traverse(Path(path), uid, gid)
-                                                         and _may_write(st, uid, gid)):
-                        dirnames.remove(name)
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(path, ignore_errors=True)
-                    if name in dirnames:
-                        dirnames.remove(name)
-                else:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+    """Delete what ``uid`` left in the shared temporary folders. The deletion runs *as
+    that user* (``find -user UID -delete``), after its processes are gone: it can only
+    reach and remove what the user itself could, so no path race can turn it against
+    anyone else's files, and no depth of folders can make it recurse."""
+    present = [f for f in folders if os.path.isdir(f)]
+    if not present:
+        return
+    subprocess.run(["find", *present, "-xdev", "-mindepth", "1", "-user", str(uid), "-delete"],
+                   user=uid, group=gid, extra_groups=[], env={"PATH": "/usr/bin:/bin"},
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   cwd="/", timeout=60)
 
 
 def sweep(uid: int, gid: int) -> None:
@@ -218,14 +224,6 @@ def blocked_directory(path: str | os.PathLike, uid: int, gid: int) -> Path | Non
                 seen.add(walked)
                 todo.append(Path(os.path.realpath(walked)))
     return None
-
-
-def _may_write(st, uid: int, gid: int) -> bool:
-    if st.st_uid == uid:
-        return bool(st.st_mode & stat.S_IWUSR)
-    if st.st_gid == gid:
-        return bool(st.st_mode & stat.S_IWGRP)
-    return bool(st.st_mode & stat.S_IWOTH)
 
 
 def _may_traverse(folder: Path, uid: int, gid: int) -> bool:
