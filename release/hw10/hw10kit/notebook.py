@@ -53,6 +53,10 @@ MAX_HELP_LINE_CHARS = 500
 #: Time limits for tentative statements: each, and all of them together (seconds).
 TENTATIVE_S = 2.0
 TENTATIVE_TOTAL_S = 10.0
+#: Every other top-level statement has a limit of its own too: an import (torch takes a
+#: few seconds), and anything else (a class body, a library call that downloads...).
+IMPORT_S = 60.0
+STATEMENT_S = 10.0
 
 
 def split_lines(text: str) -> list:
@@ -434,7 +438,7 @@ def _run_limited(code, namespace, seconds: float | None) -> None:
         return
 
     def expire(signum, frame):
-        raise StatementTimeout(f"it ran longer than {seconds:g} s, so the grader stopped it "
+        raise StatementTimeout(f"it ran longer than {seconds:g} s, so it was stopped "
                                "(training and long computations belong in functions or in "
                                "cells tagged `training`)")
 
@@ -452,7 +456,7 @@ def exec_chunks(chunks, namespace: dict, tentative_s: float = TENTATIVE_S,
     """Run kept chunks in ``namespace`` (student side only), one top-level statement at
     a time, so that a statement that raises costs only what it would define. Tentative
     statements run under ``tentative_s`` each while ``tentative_total_s`` lasts, and are
-    skipped after that. Each chunk's source is registered with ``linecache`` so
+    skipped after that; imports get ``IMPORT_S`` and every other statement ``STATEMENT_S``. Each chunk's source is registered with ``linecache`` so
     tracebacks show the student's lines. Returns a ``Failure`` per statement that raised."""
     import linecache
     import time
@@ -479,12 +483,12 @@ def exec_chunks(chunks, namespace: dict, tentative_s: float = TENTATIVE_S,
                     f"{tentative_total_s:g} s for them"), True))
                 continue
             started = time.monotonic()
+            seconds = (min(tentative_s, budget) if limited else
+                       IMPORT_S if isinstance(stmt, (ast.Import, ast.ImportFrom)) else STATEMENT_S)
             try:
                 code = compile(ast.Module([stmt], type_ignores=[]), chunk.filename, "exec")
-                _run_limited(code, namespace, min(tentative_s, budget) if limited else None)
-            except BaseException as exc:  # noqa: BLE001 - a student cell may raise anything
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
+                _run_limited(code, namespace, seconds)
+            except BaseException as exc:  # noqa: BLE001 - a student cell may raise anything, even KeyboardInterrupt
                 failures.append(Failure(chunk.cell, stmt.lineno, text, exc, limited))
             finally:
                 if limited:
