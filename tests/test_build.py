@@ -254,3 +254,17 @@ def test_every_graded_question_shows_its_points_in_the_heading_above_it(built_co
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("grade") and meta.get("points"):
             assert heading and f"({meta['points']:g} points" in heading, (cell.get("id"), heading)
+
+
+def test_the_committed_release_solutions_and_zip_match_a_fresh_build(built_course):
+    """release/, solutions/ and the zip in the repository are what `make release` makes
+    from the sources now (run `make release` and commit after changing a source)."""
+    for built, committed in ((built_course.release, REPO / "release" / "hw10"),
+                             (built_course.solutions, REPO / "solutions" / "hw10")):
+        names = lambda top: sorted(p.relative_to(top).as_posix() for p in files_under(top)  # noqa: E731
+                                   if not p.name.endswith("-ubyte") and "executed" not in p.parts
+                                   and "__pycache__" not in p.parts)
+        assert names(built) == names(committed)
+        stale = [n for n in names(built) if (built / n).read_bytes() != (committed / n).read_bytes()]
+        assert stale == [], f"stale in {committed}: {stale[:5]}; run make release"
+    assert built_course.zip.read_bytes() == (REPO / "autograder" / "autograder.zip").read_bytes()
