@@ -304,3 +304,10 @@ def test_the_outside_watchdog_stops_a_judge_that_holds_the_gil(tmp_path):
     doc = json.loads(results.read_text())
     assert_valid(doc)
     assert proc.returncode != 0 and "overall time budget" in doc["output"] and score_of(doc) == 0
+
+
+def test_a_missing_notebook_is_summarised_by_its_reason_not_by_hidden_points(tmp_path):
+    doc = graded(tmp_path, master_notebook())  # the VAE alone: hw10_gan.ipynb is missing
+    gan = [line for line in doc["output"].splitlines() if line.startswith("Q3(c)")]
+    assert gan and all("hw10_gan.ipynb was not found" in line and "hidden checks took" not in line
+                       for line in gan)

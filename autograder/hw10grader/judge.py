@@ -231,6 +231,8 @@ def _breakdown(q, entries) -> str:
     public = [e for e in entries if e.visibility == results.VISIBLE]
     hidden = [e for e in entries if e.visibility != results.VISIBLE]
     (got, out_of), (pub, pub_max), (hid, hid_max) = _points(entries), _points(public), _points(hidden)
+    if got == 0 and len({e.output for e in entries}) == 1:  # nothing ran: one reason for all
+        return f"{q.label} {q.target}: 0/{out_of:g}: {entries[0].output.splitlines()[0][:200]}"
     line = (f"{q.label} {q.target}: {got:g}/{out_of:g} (public checks {pub:g}/{pub_max:g}, "
             f"hidden checks {hid:g}/{hid_max:g})")
     if hid < hid_max:
