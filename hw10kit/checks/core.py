@@ -64,6 +64,28 @@ class ProbeError(Exception):
     The message is written for the student."""
 
 
+# ------------------------------------------------------------ helpers for probes
+def lookup(ns: dict, name: str):
+    """The student's ``name`` from ``ns``, or a ProbeError saying to run its cell."""
+    if name not in ns:
+        raise ProbeError(f"`{name}` is not defined: run (or restore) the cell that defines it.")
+    return ns[name]
+
+
+def tensor_out(value, what: str):
+    """``value`` if it is a tensor, else a ProbeError naming ``what``."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise ProbeError(f"{what} should be a torch.Tensor, but it is a {type(value).__name__}.")
+    return value
+
+
+def to_numpy(t):
+    """A tensor as a float64 numpy array (detached, on the CPU)."""
+    return t.detach().cpu().double().numpy()
+
+
 def student_traceback(exc: BaseException, limit_chars: int = 1500) -> str:
     """The exception with its traceback trimmed to the student's own notebook lines."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)

@@ -7,25 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import ProbeError
-
-
-def _lookup(ns: dict, name: str):
-    if name not in ns:
-        raise ProbeError(f"`{name}` is not defined: run (or restore) the cell that defines it.")
-    return ns[name]
-
-
-def _tensor_out(value, what: str):
-    import torch
-
-    if not isinstance(value, torch.Tensor):
-        raise ProbeError(f"{what} should be a torch.Tensor, but it is a {type(value).__name__}.")
-    return value
-
-
-def _np(t):
-    return t.detach().cpu().double().numpy()
+from .core import ProbeError, lookup as _lookup, to_numpy as _np, tensor_out as _tensor_out
 
 
 def sample_gaussian_call(ns: dict, inputs: dict) -> dict:

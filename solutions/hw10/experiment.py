@@ -90,6 +90,22 @@ def defined(ns: dict, notebook: Path, name: str):
     return ns[name]
 
 
+def train_or_fail(notebook: Path, run_dir: Path, train):
+    """Run ``train()``; an unfinished notebook or a diverging loss ends the program with a
+    one-line message (and no run folder). Returns what ``train`` returns."""
+    from hw10kit.unfinished import Unfinished
+
+    try:
+        history = train()
+    except Unfinished as exc:
+        fail(f"`{exc.name}` in {notebook.name} is not implemented yet: fill it in, run its check "
+             "cell, save the notebook, and run again")
+    except FloatingPointError as exc:
+        fail(str(exc))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return history
+
+
 def run_vae(args) -> int:
     import torch
 
@@ -115,19 +131,10 @@ def run_vae(args) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to keep
         torch.save(m.state_dict(), run_dir / f"model-{iteration:05d}.pt")
 
-    from hw10kit.unfinished import Unfinished
-
-    try:
-        history = vt.train_vae(model, train_images, iter_max=args.iter_max, seed=args.runid,
-                               device=device, progress=not args.no_progress,
-                               save_every=args.iter_save, save_fn=save,
-                               recipe=args.recipe, compile=args.compile)
-    except Unfinished as exc:
-        fail(f"`{exc.name}` in {notebook.name} is not implemented yet: fill it in, run its check "
-             "cell, save the notebook, and run again")
-    except FloatingPointError as exc:
-        fail(str(exc))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    history = train_or_fail(notebook, run_dir, lambda: vt.train_vae(
+        model, train_images, iter_max=args.iter_max, seed=args.runid, device=device,
+        progress=not args.no_progress, save_every=args.iter_save, save_fn=save,
+        recipe=args.recipe, compile=args.compile))
 
     import matplotlib.pyplot as plt
 
@@ -169,8 +176,6 @@ def run_gan(args) -> int:
 
     from hw10kit import data as hw10data
     from hw10kit import gan_training as gt
-    from hw10kit.unfinished import Unfinished
-
     notebook = Path(args.notebook) if args.notebook else HERE / NOTEBOOKS["gan"]
     ns = load_notebook(notebook)
     loss_d = defined(ns, notebook, "loss_nonsaturating_d")
@@ -188,16 +193,9 @@ def run_gan(args) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"g": g_.state_dict(), "d": d_.state_dict()}, run_dir / f"model-{iteration:05d}.pt")
 
-    try:
-        history = gt.train_gan(g, d, train_images, loss_d, loss_g, iter_max=args.iter_max,
-                               seed=args.runid, device=device, progress=not args.no_progress,
-                               save_every=args.iter_save, save_fn=save)
-    except Unfinished as exc:
-        fail(f"`{exc.name}` in {notebook.name} is not implemented yet: fill it in, run its check "
-             "cell, save the notebook, and run again")
-    except FloatingPointError as exc:
-        fail(str(exc))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    history = train_or_fail(notebook, run_dir, lambda: gt.train_gan(
+        g, d, train_images, loss_d, loss_g, iter_max=args.iter_max, seed=args.runid,
+        device=device, progress=not args.no_progress, save_every=args.iter_save, save_fn=save))
     import matplotlib.pyplot as plt
 
     plt.close(gt.plot_losses(history, run_dir / "loss.png",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .core import ProbeError
-from .vae_probes import _lookup, _np, _tensor_out
+from .core import lookup as _lookup
+from .core import tensor_out as _tensor_out
+from .core import to_numpy as _np
 
 
 def _networks(inputs: dict):
