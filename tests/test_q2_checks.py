@@ -8,11 +8,10 @@ test_grader_*.py.
 import textwrap
 
 import pytest
+from check_helpers import failed, grade
+from check_helpers import with_code as _with_code
 from hw10grader.assignment import QUESTIONS
-from hw10kit.checks.core import run_checks
 from hw10kit.notebook import load_definitions
-
-SEED = 2024
 
 
 @pytest.fixture(scope="module")
@@ -20,20 +19,8 @@ def solution_ns():
     return load_definitions("source/hw10/hw10_vae.ipynb")
 
 
-def grade(ns, target, seed=SEED):
-    checks = [c for q in QUESTIONS if q.target == target for c in q.checks]
-    return {c.title: (ok, msg) for c, ok, msg, _ in run_checks(checks, ns, seed)}
-
-
 def with_code(solution_ns, code):
-    ns = dict(solution_ns)
-    ns["BaseVAE"] = solution_ns["VAE"]
-    exec(textwrap.dedent(code), ns)
-    return ns
-
-
-def failed(results):
-    return {title for title, (ok, _) in results.items() if not ok}
+    return _with_code(solution_ns, code, BaseVAE=solution_ns["VAE"])
 
 
 # ------------------------------------------------------------------ sample_gaussian

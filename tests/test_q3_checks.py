@@ -6,39 +6,16 @@ These run the grader's own checks (public + hidden) in-process on the master
 notebook's definitions with one function swapped; the sandbox path is tested in
 test_grader_*.py.
 """
-import textwrap
-
 import pytest
-from hw10grader.assignment import QUESTIONS
-from hw10kit.checks.core import run_checks
+from check_helpers import failed, grade, public_titles, with_code
 from hw10kit.notebook import load_definitions
 
-SEED = 2024
 D, NS, MM = "loss_nonsaturating_d", "loss_nonsaturating_g", "loss_minimax_g"
 
 
 @pytest.fixture(scope="module")
 def solution_ns():
     return load_definitions("source/hw10/hw10_gan.ipynb")
-
-
-def grade(ns, target, seed=SEED):
-    checks = [c for q in QUESTIONS if q.target == target for c in q.checks]
-    return {c.title: (ok, msg) for c, ok, msg, _ in run_checks(checks, ns, seed)}
-
-
-def with_code(solution_ns, code):
-    ns = dict(solution_ns)
-    exec(textwrap.dedent(code), ns)
-    return ns
-
-
-def failed(results):
-    return {title for title, (ok, _) in results.items() if not ok}
-
-
-def public_titles(target):
-    return {c.title for q in QUESTIONS if q.target == target for c in q.public}
 
 
 Z = "    z = torch.randn(x_real.shape[0], g.dim_z, device=device)\n"

@@ -3,55 +3,21 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 
 from hw10kit import data as hw10data
 from hw10kit import vae_training as vt
 from hw10kit.notebook import load_definitions
+from student_folder import make_release_folder, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER = ROOT / "source" / "hw10" / "hw10_vae.ipynb"
-EXPERIMENT = ROOT / "source" / "hw10" / "experiment.py"
 SUMMARY = re.compile(r"^NELBO: (-?\d+\.\d+)\. KL: (-?\d+\.\d+)\. Rec: (-?\d+\.\d+)$")
-HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.S)
-SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION.*?### END SOLUTION[^\n]*", re.S | re.M)
 CPU = torch.device("cpu")
-
-
-def write_student_notebook(path: Path, *, filled: bool = True) -> Path:
-    """The notebook as a student holds it: the master without its hidden tests (nbgrader
-    strips them in release), with the solutions kept (``filled``) or replaced by
-    nbgrader's stub ``raise NotImplementedError()``."""
-    nb = nbformat.read(MASTER, as_version=4)
-    for cell in nb.cells:
-        cell.source = HIDDEN.sub("", cell.source)
-        if not filled and cell.cell_type == "code":
-            cell.source = SOLUTION.sub(lambda m: f"{m.group(1)}# YOUR CODE HERE\n"
-                                                 f"{m.group(1)}raise NotImplementedError()",
-                                       cell.source)
-    nbformat.write(nb, str(path))
-    return path
-
-
-def make_release_folder(base: Path, *, filled: bool = True) -> Path:
-    """release/hw10 as a student has it: experiment.py, hw10_vae.ipynb, hw10kit/, data/."""
-    folder = base / "hw10"
-    folder.mkdir()
-    shutil.copy(EXPERIMENT, folder / "experiment.py")
-    write_student_notebook(folder / "hw10_vae.ipynb", filled=filled)
-    shutil.copytree(ROOT / "hw10kit", folder / "hw10kit",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (folder / "data").symlink_to(hw10data.find_root(ROOT).resolve(), target_is_directory=True)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -178,16 +144,9 @@ def test_summary_line_has_the_course_format():
     assert SUMMARY.match(line)
 
 
-def _run_experiment(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("HW10_DATA", "PYTHONPATH")}
-    env["MPLBACKEND"] = "Agg"
-    return subprocess.run([sys.executable, "experiment.py", *args], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_experiment_cli_trains_the_notebook_vae_and_ends_with_the_summary_line(tmp_path):
     folder = make_release_folder(tmp_path)
-    proc = _run_experiment(folder, "--model", "vae", "--iter_max", "50", "--num_latents", "10",
+    proc = run_experiment(folder, "--model", "vae", "--iter_max", "50", "--num_latents", "10",
                            "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
@@ -203,7 +162,7 @@ def test_experiment_cli_trains_the_notebook_vae_and_ends_with_the_summary_line(t
 
 def test_experiment_cli_explains_an_unfilled_notebook(tmp_path):
     folder = make_release_folder(tmp_path, filled=False)
-    proc = _run_experiment(folder, "--model", "vae", "--iter_max", "5", "--device", "cpu",
+    proc = run_experiment(folder, "--model", "vae", "--iter_max", "5", "--device", "cpu",
                            "--no_progress")
     assert proc.returncode == 1
     assert "not implemented yet" in proc.stderr

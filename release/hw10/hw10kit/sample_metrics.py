@@ -11,6 +11,8 @@ classifier as their feature extractor. Images are float32 in [0, 1], (N, 1, 28, 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 
@@ -48,7 +50,9 @@ def inception_score(images, model=None, splits: int = 10) -> tuple:
     from torchmetrics.image.inception import InceptionScore
 
     model = model if model is not None else clf.load()
-    metric = InceptionScore(feature=_Logits(model), splits=splits)
+    with warnings.catch_warnings():  # "will save all extracted features": 10 floats per image here
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        metric = InceptionScore(feature=_Logits(model), splits=splits)
     for batch in _batches(images):
         metric.update(batch)
     mean, std = metric.compute()

@@ -1,0 +1,181 @@
+"""GAN training (hw10kit.gan_training) and ``experiment.py --model gan``, run with the
+master notebook's solution losses on the CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hw10kit import data as hw10data
+from hw10kit import gan_training as gt
+from hw10kit.notebook import load_definitions
+from student_folder import ROOT, make_release_folder, run_experiment
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def ns():
+    return load_definitions(str(ROOT / "source" / "hw10" / "hw10_gan.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def images():
+    train, _ = hw10data.load("train", root=hw10data.find_root(ROOT))
+    return train[:1000].clone()
+
+
+def _train(ns, images, **kw):
+    torch.manual_seed(0)
+    g, d = gt.Generator(64), gt.Discriminator()
+    kw = dict(dict(iter_max=6, seed=0, device=CPU, progress=False), **kw)
+    history = gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], ns["loss_nonsaturating_g"], **kw)
+    return g, d, history
+
+
+def test_the_networks_have_the_course_shapes_and_sizes():
+    g, d = gt.Generator(64), gt.Discriminator()
+    x = g(torch.randn(5, 64))
+    assert x.shape == (5, 1, 28, 28) and d(x).shape == (5,)
+    # Linear(64,512)+BN, Linear(512,3136)+BN, Conv(16->32,3x3)+BN, Conv(8->1,3x3)
+    assert sum(p.numel() for p in g.parameters()) == (64 * 512 + 512 + 2 * 512 + 512 * 3136 + 3136
+                                                      + 2 * 3136 + 16 * 32 * 9 + 32 + 2 * 32 + 8 * 9 + 1)
+    # Conv(1->32,4x4), Conv(32->64,4x4), Linear(3136,512), Linear(512,1)
+    assert sum(p.numel() for p in d.parameters()) == (16 * 32 + 32 + 32 * 64 * 16 + 64
+                                                      + 3136 * 512 + 512 + 512 + 1)
+
+
+def test_training_returns_one_finite_loss_pair_per_iteration(ns, images):
+    _, _, history = _train(ns, images, iter_max=8)
+    assert history["iteration"] == list(range(1, 9))
+    assert len(history["loss_d"]) == len(history["loss_g"]) == 8
+    assert all(map(torch.isfinite, torch.tensor(history["loss_d"] + history["loss_g"])))
+
+
+def test_training_is_reproducible_for_a_given_seed(ns, images):
+    g1, _, h1 = _train(ns, images)
+    g2, _, h2 = _train(ns, images)
+    assert h1["loss_d"] == h2["loss_d"] and h1["loss_g"] == h2["loss_g"]
+    for a, b in zip(g1.parameters(), g2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_each_iteration_takes_a_discriminator_step_then_a_generator_step_on_the_updated_d(images):
+    calls = []
+
+    def loss_d(g, d, x, *, device):
+        calls.append(("d", d.net[-1].bias.item()))
+        z = torch.randn(x.shape[0], g.dim_z, device=device)
+        return F.softplus(-d(x)).mean() + F.softplus(d(g(z).detach())).mean()
+
+    def loss_g(g, d, x, *, device):
+        calls.append(("g", d.net[-1].bias.item()))
+        return F.softplus(-d(g(torch.randn(x.shape[0], g.dim_z, device=device)))).mean()
+
+    torch.manual_seed(0)
+    gt.train_gan(gt.Generator(64), gt.Discriminator(), images, loss_d, loss_g, iter_max=2, seed=0,
+                 device=CPU, progress=False)
+    assert [kind for kind, _ in calls] == ["d", "g", "d", "g"]
+    assert calls[1][1] != calls[0][1], "the generator's loss must see the discriminator after its step"
+
+
+def test_the_discriminator_step_leaves_the_generator_unchanged(ns, images):
+    torch.manual_seed(0)
+    g, d = gt.Generator(64), gt.Discriminator()
+    before = [p.detach().clone() for p in g.parameters()]
+    gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], lambda g, d, x, device: d(x).sum() * 0,
+                 iter_max=1, seed=0, device=CPU, progress=False)
+    for a, b in zip(before, g.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_loss_that_becomes_infinite_stops_training_with_a_pointer_to_the_checks(images):
+    def overflowing(g, d, x, *, device):
+        return -torch.log(torch.sigmoid(d(x) * 0 - 1e4)).mean()
+
+    with pytest.raises(FloatingPointError, match="check cells"):
+        gt.train_gan(gt.Generator(64), gt.Discriminator(), images, overflowing, overflowing,
+                     iter_max=2, device=CPU, progress=False)
+
+
+def test_the_save_hook_runs_every_save_interval_and_at_the_end(ns, images):
+    saved = []
+    _train(ns, images, iter_max=5, save_every=2, save_fn=lambda g, d, i: saved.append(i))
+    assert saved == [2, 4, 5]
+
+
+@pytest.mark.parametrize("precision, expected", [("fp32", None), ("bf16", torch.bfloat16)])
+def test_autocast_dtype_follows_an_explicit_precision(precision, expected):
+    assert gt.autocast_dtype("cpu", precision) is expected
+
+
+def test_autocast_dtype_is_bf16_on_auto_exactly_where_the_cpu_has_native_bf16():
+    expected = torch.bfloat16 if gt.fast_bf16("cpu") else None
+    assert gt.autocast_dtype("cpu", "auto") is expected
+
+
+def test_autocast_dtype_rejects_an_unknown_precision():
+    with pytest.raises(ValueError, match="precision"):
+        gt.autocast_dtype("cpu", "fp16")
+
+
+def test_under_bf16_autocast_the_networks_hand_the_losses_float32():
+    g, d = gt.Generator(64), gt.Discriminator()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = g(torch.randn(4, 64))
+        logits = d(x)
+    assert x.dtype == logits.dtype == torch.float32
+
+
+def test_training_runs_in_float32_unless_asked(ns, images):
+    assert _train(ns, images, iter_max=1)[2]["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_reports_its_precision_and_keeps_float32_weights(ns, images, precision):
+    g, d, history = _train(ns, images, iter_max=3, precision=precision)
+    assert history["precision"] == precision
+    assert all(p.dtype == torch.float32 for p in [*g.parameters(), *d.parameters()])
+
+
+def test_samples_are_deterministic_for_a_seed_and_lie_in_the_unit_interval():
+    g = gt.Generator(64)
+    a, b = gt.samples(g, 16, seed=3), gt.samples(g, 16, seed=3)
+    assert a.shape == (16, 1, 28, 28) and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    assert g.training, "sampling must restore the training mode"
+
+
+def test_the_sample_grid_is_10_by_20_images_with_a_2_pixel_border(tmp_path):
+    grid = gt.save_sample_grid(gt.Generator(64), tmp_path / "s.png", rows=10, cols=20)
+    assert grid.shape == (10 * 30 + 2, 20 * 30 + 2)
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_experiment_cli_trains_the_notebook_gan_and_reports_sample_quality(tmp_path):
+    folder = make_release_folder(tmp_path)
+    proc = run_experiment(folder, "--model", "gan", "--iter_max", "6", "--iter_save", "3",
+                          "--device", "cpu", "--no_progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "Classifier Inception Score of 10000 samples:" in proc.stdout
+    assert "Frechet distance to the test digits" in proc.stdout
+    run_dir = folder / "checkpoints" / "model=gan_z=64_run=0000"
+    for name in ("samples.png", "loss.png", "model-00003.pt", "model-00006.pt"):
+        assert (run_dir / name).is_file(), name
+
+
+def test_experiment_cli_trains_with_the_minimax_loss_and_bf16_when_asked(tmp_path):
+    folder = make_release_folder(tmp_path)
+    proc = run_experiment(folder, "--model", "gan", "--iter_max", "2", "--loss_g", "minimax",
+                          "--device", "cpu", "--no_progress", "--precision", "bf16")
+    assert proc.returncode == 0, proc.stderr
+    assert "minimax generator loss" in proc.stdout and "bf16" in proc.stdout
+
+
+def test_experiment_cli_explains_an_unfilled_gan_notebook(tmp_path):
+    folder = make_release_folder(tmp_path, filled=False)
+    proc = run_experiment(folder, "--model", "gan", "--iter_max", "2", "--device", "cpu", "--no_progress")
+    assert proc.returncode == 1
+    assert "not implemented yet" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (folder / "checkpoints").exists() or not any((folder / "checkpoints").iterdir())
