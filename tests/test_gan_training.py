@@ -52,12 +52,24 @@ def test_training_returns_one_finite_loss_pair_per_iteration(ns, images):
     assert all(map(torch.isfinite, torch.tensor(history["loss_d"] + history["loss_g"])))
 
 
-def test_training_is_reproducible_for_a_given_seed(ns, images):
-    g1, _, h1 = _train(ns, images)
-    g2, _, h2 = _train(ns, images)
+def _train_from(init_seed, ns, images, *, seed, disturb):
+    torch.manual_seed(init_seed)
+    g, d = gt.Generator(64), gt.Discriminator()
+    torch.manual_seed(disturb)  # the global state train_gan finds; seed= must override it
+    return gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], ns["loss_nonsaturating_g"],
+                        iter_max=4, seed=seed, device=CPU, progress=False)
+
+
+def test_training_is_reproducible_for_a_given_seed_whatever_the_global_random_state(ns, images):
+    h1 = _train_from(0, ns, images, seed=5, disturb=1)
+    h2 = _train_from(0, ns, images, seed=5, disturb=2)
     assert h1["loss_d"] == h2["loss_d"] and h1["loss_g"] == h2["loss_g"]
-    for a, b in zip(g1.parameters(), g2.parameters()):
-        assert torch.equal(a, b)
+
+
+def test_training_with_another_seed_draws_other_batches_and_noise(ns, images):
+    h1 = _train_from(0, ns, images, seed=5, disturb=1)
+    h2 = _train_from(0, ns, images, seed=6, disturb=1)
+    assert h1["loss_d"] != h2["loss_d"]
 
 
 def test_each_iteration_takes_a_discriminator_step_then_a_generator_step_on_the_updated_d(images):
@@ -83,10 +95,18 @@ def test_the_discriminator_step_leaves_the_generator_unchanged(ns, images):
     torch.manual_seed(0)
     g, d = gt.Generator(64), gt.Discriminator()
     before = [p.detach().clone() for p in g.parameters()]
-    gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], lambda g, d, x, device: d(x).sum() * 0,
-                 iter_max=1, seed=0, device=CPU, progress=False)
-    for a, b in zip(before, g.parameters()):
+    seen = []
+
+    def loss_g(g, d, x, *, device):  # called right after the first discriminator step
+        if not seen:
+            seen.append([p.detach().clone() for p in g.parameters()])
+        return ns["loss_nonsaturating_g"](g, d, x, device=device)
+
+    gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], loss_g, iter_max=2, seed=0, device=CPU,
+                 progress=False)
+    for a, b in zip(before, seen[0]):
         assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())), "the generator step must move g"
 
 
 def test_a_loss_that_becomes_infinite_stops_training_with_a_pointer_to_the_checks(images):
@@ -109,9 +129,16 @@ def test_autocast_dtype_follows_an_explicit_precision(precision, expected):
     assert gt.autocast_dtype("cpu", precision) is expected
 
 
-def test_autocast_dtype_is_bf16_on_auto_exactly_where_the_cpu_has_native_bf16():
-    expected = torch.bfloat16 if gt.fast_bf16("cpu") else None
-    assert gt.autocast_dtype("cpu", "auto") is expected
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_picks_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch, native):
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    assert gt.autocast_dtype("cpu", "auto") is (torch.bfloat16 if native else None)
+
+
+def test_bf16_on_a_device_without_autocast_support_warns_and_trains_in_float32():
+    with pytest.warns(UserWarning, match="float32"):
+        assert gt.autocast_dtype("mps", "bf16") is None
 
 
 def test_autocast_dtype_rejects_an_unknown_precision():
@@ -132,10 +159,26 @@ def test_training_runs_in_float32_unless_asked(ns, images):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_training_reports_its_precision_and_keeps_float32_weights(ns, images, precision):
-    g, d, history = _train(ns, images, iter_max=3, precision=precision)
+def test_the_losses_run_under_autocast_exactly_in_bf16_and_the_weights_stay_float32(ns, images, precision):
+    autocast = []
+
+    def loss_d(g, d, x, *, device):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return ns["loss_nonsaturating_d"](g, d, x, device=device)
+
+    torch.manual_seed(0)
+    g, d = gt.Generator(64), gt.Discriminator()
+    history = gt.train_gan(g, d, images, loss_d, ns["loss_nonsaturating_g"], iter_max=2, seed=0,
+                           device=CPU, progress=False, precision=precision)
     assert history["precision"] == precision
+    assert autocast == [precision == "bf16"] * 2
     assert all(p.dtype == torch.float32 for p in [*g.parameters(), *d.parameters()])
+
+
+def test_training_keeps_convolution_weights_channels_last(ns, images):
+    g, d, _ = _train(ns, images, iter_max=1)
+    assert d.net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert g.conv[1].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_samples_are_deterministic_for_a_seed_and_lie_in_the_unit_interval():

@@ -19,6 +19,7 @@ float32. It is opt-in because its sample quality was not shown to match float32'
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 import torch.nn as nn
@@ -62,8 +63,8 @@ class Discriminator(nn.Module):
 def fast_bf16(device) -> bool:
     """Whether ``device`` runs bfloat16 matmuls and convolutions natively (fast)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # native bf16 from Ampere (compute capability 8) on; older GPUs emulate it
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
@@ -75,7 +76,11 @@ def autocast_dtype(device, precision: str = "auto"):
     None for plain float32."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
-    if precision == "fp32" or torch.device(device).type not in ("cpu", "cuda"):
+    if precision == "fp32":
+        return None
+    if torch.device(device).type not in ("cpu", "cuda"):
+        if precision == "bf16":
+            warnings.warn(f"bf16 autocast is not used on {torch.device(device).type}: training in float32")
         return None
     if precision == "bf16" or fast_bf16(device):
         return torch.bfloat16
