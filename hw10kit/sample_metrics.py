@@ -74,6 +74,9 @@ def frechet_distance(images, reference, model=None) -> float:
 
 
 def report(images, reference, model=None) -> dict:
-    """``{"is": (mean, std), "fd": distance}`` for samples against real digits."""
+    """``{"is": (mean, std), "is_reference": (mean, std), "fd": distance}`` for samples
+    against real digits: the samples' score, the real digits' score (the ceiling to
+    compare with), and the distance between the two."""
     model = model if model is not None else clf.load()
-    return {"is": inception_score(images, model), "fd": frechet_distance(images, reference, model)}
+    return {"is": inception_score(images, model), "is_reference": inception_score(reference, model),
+            "fd": frechet_distance(images, reference, model)}

@@ -49,3 +49,14 @@ def test_the_frechet_distance_is_small_between_real_sets_and_large_for_noise(mni
     real = sm.frechet_distance(x[:5000], xt[:5000], model)
     noise = sm.frechet_distance(torch.rand(2000, 784, generator=torch.Generator().manual_seed(0)), xt[:5000], model)
     assert real < 0.05 * noise
+
+
+def test_the_report_scores_samples_and_the_real_reference_and_their_distance(mnist, model):
+    x, _, xt, _ = mnist
+    noise = torch.rand(2000, 784, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)  # the Inception Score draws its splits at random
+    out = sm.report(noise, xt[:3000], model)
+    torch.manual_seed(0)
+    assert out["is"] == sm.inception_score(noise, model)
+    assert out["is_reference"] == sm.inception_score(xt[:3000], model)
+    assert out["fd"] == pytest.approx(sm.frechet_distance(noise, xt[:3000], model))

@@ -192,7 +192,8 @@ def run_gan(args) -> int:
     loss_g = defined(ns, notebook, "loss_nonsaturating_g" if args.loss_g == "nonsaturating" else "loss_minimax_g")
     device = torch.device(args.device) if args.device else gt.pick_device()
     run_dir = Path(args.out_dir) / f"model=gan_z={args.num_latents}_run={args.runid:04d}"
-    train_images, _ = hw10data.load("train", root=hw10data.find_root(HERE), device=device)
+    data_root = hw10data.find_root(HERE)
+    train_images, _ = hw10data.load("train", root=data_root, device=device)
 
     torch.manual_seed(args.runid)
     g, d = gt.Generator(dim_z=args.num_latents), gt.Discriminator()
@@ -219,7 +220,7 @@ def run_gan(args) -> int:
     print(f"Wrote {run_dir}/: model-{args.iter_max:05d}.pt (and every --iter_save), loss.png, samples.png")
     print(f"Mean losses over the last 500 iterations: discriminator {mean(history['loss_d'][last]):.4f}, "
           f"generator {mean(history['loss_g'][last]):.4f}", flush=True)
-    print_sample_quality(g, hw10data.find_root(HERE))
+    print_sample_quality(g, data_root)
     return 0
 
 
@@ -233,9 +234,8 @@ def print_sample_quality(g, data_root) -> None:
     test_images, _ = hw10data.load("test", root=data_root)
     model = clf.load(data_root)
     quality = sm.report(gt.samples(g, 10000, seed=0), test_images, model)
-    real_is, _ = sm.inception_score(test_images, model)
     print(f"Classifier Inception Score of 10000 samples: {quality['is'][0]:.2f} "
-          f"(real test digits: {real_is:.2f}; 10 is the most)")
+          f"(real test digits: {quality['is_reference'][0]:.2f}; 10 is the most)")
     print(f"Frechet distance to the test digits (classifier features): {quality['fd']:.2f} (0 is identical)")
 
 
