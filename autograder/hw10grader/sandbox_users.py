@@ -171,10 +171,9 @@ def kill_all(uid: int, gid: int, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
     if uid == 0:
         raise ValueError("refusing to kill every process of root")
     end = time.monotonic() + timeout_s
-    first = True
-    while first or live_processes(uid):
-        first = False
-        for pid in live_processes(uid):
+    found = live_processes(uid)
+    while True:  # at least one round, even when the scan finds nothing
+        for pid in found:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -182,9 +181,11 @@ def kill_all(uid: int, gid: int, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
         subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=gid, extra_groups=[],
                        env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")
+        found = live_processes(uid)
+        if not found:
+            return
         if time.monotonic() > end:
-            raise SandboxUserError(f"processes of uid {uid} survive SIGKILL: "
-                                   f"{live_processes(uid)[:10]}")
+            raise SandboxUserError(f"processes of uid {uid} survive SIGKILL: {found[:10]}")
         time.sleep(0.01)
 
 
