@@ -10,7 +10,7 @@ loss sees the generator's samples detached, and the generator's loss runs the up
 discriminator on fresh samples. Nothing is kept across steps (no ``retain_graph``).
 
 Precision: float32 by default. ``precision="bf16"`` (or ``"auto"``: bf16 where the hardware
-has it natively, CUDA with bf16 or CPUs with AVX512-BF16/AMX) runs the networks under
+has it natively, CUDA from compute capability 8 or CPUs with AVX512-BF16/AMX) runs the networks under
 ``torch.autocast`` in bfloat16, about 1.7x faster on the course's 2-core CPU, with their
 outputs cast back to float32, so the losses, the optimizer state and the weights stay
 float32. It is opt-in because its sample quality was not shown to match float32's
@@ -78,9 +78,10 @@ def autocast_dtype(device, precision: str = "auto"):
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
     if precision == "fp32":
         return None
-    if torch.device(device).type not in ("cpu", "cuda"):
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda"):
         if precision == "bf16":
-            warnings.warn(f"bf16 autocast is not used on {torch.device(device).type}: training in float32")
+            warnings.warn(f"bf16 autocast is not used on {kind}: training in float32")
         return None
     if precision == "bf16" or fast_bf16(device):
         return torch.bfloat16
@@ -119,8 +120,8 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
         channels_last: store convolution weights channels-last (faster on CPUs).
 
     Returns:
-        ``{"iteration": [...], "loss_d": [...], "loss_g": [...], "seconds": s}``, the
-        losses of every step.
+        ``{"iteration": [...], "loss_d": [...], "loss_g": [...], "seconds": s,
+        "precision": "fp32" or "bf16"}``, the losses of every step.
     """
     device = torch.device(device) if device is not None else pick_device()
     if seed is not None:
