@@ -6,8 +6,9 @@ pipeline of the same networks, what each speed change buys, and sample quality.
 * conventional: torchvision's MNIST with ``ToTensor`` through a shuffled ``DataLoader``
   (batch 100), default Adam, both losses read back every step;
 * fast: ``hw10kit.gan_training.train_gan`` with ``precision="auto"`` (data preloaded as
-  one tensor, fused Adam, losses read back every 50 steps, channels-last weights, bf16
-  autocast where the CPU has native bf16; the notebook's default is float32).
+  one tensor, fused Adam, losses read back every 50 steps, channels-last weights, only the
+  stepping network recording gradients, bf16 autocast where the CPU has native bf16; the
+  notebook's default is float32).
 
 Both use the same networks, batch size, optimizer settings and the solution's losses,
 and all walls include start-up (loading the data, building the networks). Speed is one
@@ -88,7 +89,7 @@ def fast_run(iters: int, seed: int, loss_d, loss_g, precision: str = "auto"):
 
 
 def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, channels_last=False,
-                 bf16=False, compile=False, iters=300, warm=30):
+                 freeze=False, bf16=False, compile=False, iters=300, warm=30):
     """Steady-state it/s of one combination of the speed changes."""
     old = torch.get_num_threads()
     if threads:
@@ -118,11 +119,15 @@ def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, ch
             if i == warm:
                 t0 = time.perf_counter()
             x = next(batches)
+            if freeze:
+                gt._records_gradients(d, frozen=g)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 ld = loss_d(gc, dc, x, device="cpu")
             opt_d.zero_grad(set_to_none=True)
             ld.backward()
             opt_d.step()
+            if freeze:
+                gt._records_gradients(g, frozen=d)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 lg = loss_g(gc, dc, x, device="cpu")
             opt_g.zero_grad(set_to_none=True)
@@ -135,7 +140,8 @@ def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, ch
         torch.set_num_threads(old)
 
 
-FAST = dict(preload=True, fused=True, sync_every=50, channels_last=True, bf16=True)
+DEFAULT = dict(preload=True, fused=True, sync_every=50, channels_last=True, freeze=True)
+FAST = dict(DEFAULT, bf16=True)
 ABLATION = [
     ("conventional: DataLoader + ToTensor, default Adam, losses read every step",
      dict(preload=False, fused=False, sync_every=1)),
@@ -143,6 +149,7 @@ ABLATION = [
     ("+ fused Adam", dict(preload=True, fused=True, sync_every=1)),
     ("+ losses read every 50 steps", dict(preload=True, fused=True, sync_every=50)),
     ("+ channels-last weights", dict(preload=True, fused=True, sync_every=50, channels_last=True)),
+    ("+ only the stepping network records gradients (the float32 default)", DEFAULT),
     ("+ bf16 autocast (precision=\"bf16\")", FAST),
     ("fast path with 1 thread instead of 2", dict(FAST, threads=1)),
     ("fast path + torch.compile'd networks", dict(FAST, compile=True)),

@@ -109,12 +109,93 @@ def test_the_discriminator_step_leaves_the_generator_unchanged(ns, images):
     assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters())), "the generator step must move g"
 
 
+def test_each_step_records_gradients_of_the_stepping_network_only(ns, images):
+    seen = []
+
+    def loss_d(g, d, x, *, device):
+        seen.append(("d", all(p.requires_grad for p in d.parameters()),
+                     any(p.requires_grad for p in g.parameters())))
+        return ns["loss_nonsaturating_d"](g, d, x, device=device)
+
+    def loss_g(g, d, x, *, device):
+        seen.append(("g", all(p.requires_grad for p in g.parameters()),
+                     any(p.requires_grad for p in d.parameters())))
+        return ns["loss_nonsaturating_g"](g, d, x, device=device)
+
+    torch.manual_seed(0)
+    g, d = gt.Generator(64), gt.Discriminator()
+    gt.train_gan(g, d, images, loss_d, loss_g, iter_max=2, seed=0, device=CPU, progress=False)
+    assert seen == [("d", True, False), ("g", True, False)] * 2
+    assert all(p.requires_grad for p in list(g.parameters()) + list(d.parameters())), \
+        "training must hand back both networks trainable"
+
+
+def test_the_generator_step_reaches_every_generator_parameter_through_the_frozen_discriminator(ns, images):
+    torch.manual_seed(0)
+    g, d = gt.Generator(64), gt.Discriminator()
+    before_g_step = []
+
+    def loss_g(g, d, x, *, device):
+        before_g_step[:] = [p.detach().clone() for p in g.parameters()]
+        return ns["loss_nonsaturating_g"](g, d, x, device=device)
+
+    gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], loss_g, iter_max=1, seed=0, device=CPU,
+                 progress=False)
+    assert all(not torch.equal(a, b) for a, b in zip(before_g_step, g.parameters()))
+
+
+def test_the_learning_rate_decays_linearly_to_zero_over_the_run_by_default(ns, images):
+    _, _, history = _train(ns, images, iter_max=4, lr_g=1e-3)
+    assert history["lr_g"] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+
+
+def test_without_decay_the_learning_rate_stays_constant(ns, images):
+    _, _, history = _train(ns, images, iter_max=3, lr_g=2e-4, lr_decay=False)
+    assert history["lr_g"] == pytest.approx([2e-4] * 3)
+
+
+def _optimizers_made(ns, images, monkeypatch):
+    made = []
+    real = gt.make_adam
+    monkeypatch.setattr(gt, "make_adam", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    _train(ns, images, iter_max=1)
+    return made  # the discriminator's, then the generator's
+
+
+def test_both_optimizers_use_beta1_one_half_by_default(ns, images, monkeypatch):
+    made = _optimizers_made(ns, images, monkeypatch)
+    assert [opt.param_groups[0]["betas"] for opt in made] == [(0.5, 0.999)] * 2
+
+
+def test_the_generator_learns_five_times_faster_than_the_discriminator_by_default(ns, images, monkeypatch):
+    opt_d, opt_g = _optimizers_made(ns, images, monkeypatch)
+    assert (opt_d.defaults["lr"], opt_g.defaults["lr"]) == (2e-4, 1e-3)
+
+
+def test_the_generator_output_lies_in_the_data_range_even_for_extreme_noise():
+    g = gt.Generator(64).eval()
+    x = g(torch.randn(50, 64) * 100)
+    assert x.shape == (50, 1, 28, 28) and bool(((x >= 0) & (x <= 1)).all())
+
+
 def test_a_loss_that_becomes_infinite_stops_training_with_a_pointer_to_the_checks(images):
-    def overflowing(g, d, x, *, device):
+    def overflowing_d(g, d, x, *, device):
         return -torch.log(torch.sigmoid(d(x) * 0 - 1e4)).mean()
 
+    def overflowing_g(g, d, x, *, device):
+        return -torch.log(torch.sigmoid(d(g(torch.randn(x.shape[0], g.dim_z))) * 0 - 1e4)).mean()
+
     with pytest.raises(FloatingPointError, match="check cells"):
-        gt.train_gan(gt.Generator(64), gt.Discriminator(), images, overflowing, overflowing,
+        gt.train_gan(gt.Generator(64), gt.Discriminator(), images, overflowing_d, overflowing_g,
+                     iter_max=2, device=CPU, progress=False)
+
+
+def test_a_generator_loss_that_does_not_reach_the_generator_stops_training_with_a_pointer(ns, images):
+    def real_only(g, d, x, *, device):
+        return F.softplus(-d(x)).mean()
+
+    with pytest.raises(ValueError, match="generator's loss has no gradient with respect to g"):
+        gt.train_gan(gt.Generator(64), gt.Discriminator(), images, ns["loss_nonsaturating_d"], real_only,
                      iter_max=2, device=CPU, progress=False)
 
 
