@@ -35,9 +35,10 @@ class Generator(nn.Module):
     """The course's generator: z (B, dim_z) -> images (B, 1, 28, 28) in (0, 1).
 
     One change from the course: a sigmoid on the last convolution, so that the samples lie
-    in the data's range. The course's unbounded output let the discriminator spot fakes by
-    their pixels below 0 or above 1 (up to 2.3 measured), which kept D far ahead and
-    collapsed the generator onto a few digits (README, "GAN training")."""
+    in the data's range. The course's unbounded output gave pixels below 0 and above 1 (up
+    to 2.3 measured), which no real digit has. The sigmoid alone does not stop the mode
+    collapse of the course's recipe; ``train_gan``'s optimizer settings do (README, "GAN
+    training")."""
 
     def __init__(self, dim_z: int = 64):
         super().__init__()

@@ -52,13 +52,13 @@ def _loss(model, x):
     return model.negative_elbo_bound(x)[0]
 
 
-def make_adam(params, lr: float, device) -> torch.optim.Optimizer:
+def make_adam(params, lr: float, device, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
     """Adam with its fused kernel (one kernel for all parameters) where this build of
     torch has one for ``device``, else the default (foreach) Adam. Same update rule."""
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def compiled_loss(model, enabled: bool = True):
