@@ -9,7 +9,7 @@ pipeline of the same networks, what each speed change buys, and sample quality.
 * fast: ``hw10kit.gan_training.train_gan`` with ``precision="auto"`` (data preloaded as
   one tensor, fused Adam, losses read back every 50 steps, channels-last weights, only the
   stepping network recording gradients, bf16 autocast where the CPU has native bf16; the
-  notebook's default is float32).
+  notebook's default is float32), which hands back the generator's weight average.
 
 Both use the same networks, batch size, optimizer settings and the solution's losses,
 and all walls include start-up (loading the data, building the networks). Speed is one
@@ -90,7 +90,7 @@ def fast_run(iters: int, seed: int, loss_d, loss_g, precision: str = "auto"):
 
 
 def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, channels_last=False,
-                 freeze=False, bf16=False, compile=False, iters=300, warm=30):
+                 freeze=False, ema=False, bf16=False, compile=False, iters=300, warm=30):
     """Steady-state it/s of one combination of the speed changes."""
     old = torch.get_num_threads()
     if threads:
@@ -103,6 +103,8 @@ def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, ch
         make = (lambda m: gt.make_adam(list(m.parameters()), 1e-3, "cpu")) if fused else \
             (lambda m: torch.optim.Adam(m.parameters(), lr=1e-3))
         opt_g, opt_d = make(g), make(d)
+        average = torch.optim.swa_utils.AveragedModel(
+            g, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(gt.EMA_DECAY)) if ema else None
         gc, dc = g, d
         if compile:
             gc, dc = torch.compile(g), torch.compile(d)
@@ -134,6 +136,8 @@ def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, ch
             opt_g.zero_grad(set_to_none=True)
             lg.backward()
             opt_g.step()
+            if average is not None:
+                average.update_parameters(g)
             if (i + 1) % sync_every == 0:
                 ld.item(), lg.item()
         return iters / (time.perf_counter() - t0)
@@ -141,7 +145,7 @@ def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, ch
         torch.set_num_threads(old)
 
 
-DEFAULT = dict(preload=True, fused=True, sync_every=50, channels_last=True, freeze=True)
+DEFAULT = dict(preload=True, fused=True, sync_every=50, channels_last=True, freeze=True, ema=True)
 FAST = dict(DEFAULT, bf16=True)
 ABLATION = [
     ("conventional: DataLoader + ToTensor, default Adam, losses read every step",
@@ -150,7 +154,8 @@ ABLATION = [
     ("+ fused Adam", dict(preload=True, fused=True, sync_every=1)),
     ("+ losses read every 50 steps", dict(preload=True, fused=True, sync_every=50)),
     ("+ channels-last weights", dict(preload=True, fused=True, sync_every=50, channels_last=True)),
-    ("+ only the stepping network records gradients (the float32 default)", DEFAULT),
+    ("+ only the stepping network records gradients", dict(DEFAULT, ema=False)),
+    ("+ generator weight average updated every step (the float32 default)", DEFAULT),
     ("+ bf16 autocast (precision=\"bf16\")", FAST),
     ("fast path with 1 thread instead of 2", dict(FAST, threads=1)),
     ("fast path + torch.compile'd networks", dict(FAST, compile=True)),
@@ -230,7 +235,9 @@ def main(argv=None) -> int:
                          f"Python {platform.python_version()}",
               "iterations": args.iters,
               "fast_recipe": {"lr_d": gt.LR_D, "lr_g": gt.LR_G, "betas": list(gt.BETAS),
-                              "lr_decay": "linear to 0", "generator_output": "sigmoid"},
+                              "lr_decay": "linear to 0", "generator_output": "sigmoid",
+                              "generator_weight_average": f"exponential, decay {gt.EMA_DECAY}, "
+                                                          "BatchNorm statistics recomputed"},
               "conventional_recipe": "the course's: Adam at 1e-3 for both, betas (0.9, 0.999), constant",
               "floor": {"is_real_test": round(sm.inception_score(test_images, classifier)[0], 3),
                         "fd_real_train_vs_test": round(sm.frechet_distance(train_images[:10000], test_images,

@@ -205,6 +205,39 @@ def test_the_save_hook_runs_every_save_interval_and_at_the_end(ns, images):
     assert saved == [2, 4, 5]
 
 
+def _weights(g):
+    return [p.detach().clone() for p in g.parameters()]
+
+
+def test_the_generator_handed_back_is_the_moving_average_of_its_weights_after_each_step(ns, images):
+    steps = []
+    g_last, _, _ = _train(ns, images, iter_max=5, ema=None, save_every=1,
+                          save_fn=lambda g, d, i: steps.append(_weights(g)))
+    steps[-1] = _weights(g_last)  # without averaging, the last save is the last step's weights
+    g_avg, _, history = _train(ns, images, iter_max=5, ema=0.6)
+    expected = steps[0]
+    for w in steps[1:]:
+        expected = [0.6 * e + 0.4 * x for e, x in zip(expected, w)]
+    assert history["ema"] == 0.6
+    for got, want in zip(g_avg.parameters(), expected):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_averaged_generator_has_batchnorm_statistics_of_its_own_weights(ns, images):
+    g, _, _ = _train(ns, images, iter_max=5)
+    with torch.no_grad():
+        pre_bn = g.fc[0](torch.randn(20000, 64, generator=torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(g.fc[1].running_mean, pre_bn.mean(0), atol=0.02, rtol=0.02)
+    torch.testing.assert_close(g.fc[1].running_var, pre_bn.var(0), atol=0.02, rtol=0.05)
+
+
+def test_averaging_leaves_the_global_random_state_as_it_would_be_without_it(ns, images):
+    _train(ns, images, iter_max=3, ema=None)
+    without = torch.get_rng_state()
+    _train(ns, images, iter_max=3)
+    assert torch.equal(torch.get_rng_state(), without)
+
+
 @pytest.mark.parametrize("precision, expected", [("fp32", None), ("bf16", torch.bfloat16)])
 def test_autocast_dtype_follows_an_explicit_precision(precision, expected):
     assert gt.autocast_dtype("cpu", precision) is expected
