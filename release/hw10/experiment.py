@@ -20,7 +20,8 @@ Checkpoints, a 10 x 20 grid of samples and the loss curve go to
 
 ``--model gan`` reads ``hw10_gan.ipynb`` the same way and trains the course's GAN networks with
 the notebook's recipe (``hw10kit.gan_training.train_gan``: Adam with beta1 = 0.5, the
-discriminator at 2e-4 and the generator at 1e-3, both decayed linearly to 0), the notebook's
+discriminator at 2e-4 and the generator at 1e-3, both decayed linearly to 0; the generator
+kept is the moving average of its weights), the notebook's
 ``loss_nonsaturating_d`` and the generator loss chosen by ``--loss_g``, writes
 checkpoints, ``samples.png`` and ``loss.png`` to ``<out_dir>/model=gan_z=<num_latents>_run=<runid>/``,
 and ends with the classifier Inception Score and Fréchet distance of 10 000 samples.
