@@ -103,8 +103,7 @@ def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, ch
         make = (lambda m: gt.make_adam(list(m.parameters()), 1e-3, "cpu")) if fused else \
             (lambda m: torch.optim.Adam(m.parameters(), lr=1e-3))
         opt_g, opt_d = make(g), make(d)
-        average = torch.optim.swa_utils.AveragedModel(
-            g, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(gt.EMA_DECAY)) if ema else None
+        average = gt.weight_average(g) if ema else None
         gc, dc = g, d
         if compile:
             gc, dc = torch.compile(g), torch.compile(d)

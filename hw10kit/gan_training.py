@@ -115,6 +115,12 @@ def _records_gradients(learner: nn.Module, frozen: nn.Module) -> None:
     learner.requires_grad_(True)
 
 
+def weight_average(g, decay: float = EMA_DECAY):
+    """An exponential moving average of ``g``'s weights (``torch.optim.swa_utils.AveragedModel``):
+    call ``.update_parameters(g)`` after each step; the average is in ``.module``."""
+    return torch.optim.swa_utils.AveragedModel(g, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay))
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(g, batches: int = 100, batch_size: int = 100, seed: int = 0) -> None:
     """Recompute ``g``'s BatchNorm running statistics for its current weights, from
@@ -188,8 +194,7 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
     opt_g = make_adam(list(g.parameters()), lr_g, device, betas)
     schedules = [torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, iter_max) for opt in (opt_d, opt_g)] \
         if lr_decay else []
-    average = None if ema is None else torch.optim.swa_utils.AveragedModel(
-        g, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema))
+    average = None if ema is None else weight_average(g, ema)
     losses = torch.zeros(iter_max, 2, device=device)
     rates = []
     batches = _batches(data, batch_size, None)

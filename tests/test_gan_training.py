@@ -33,6 +33,10 @@ def _train(ns, images, **kw):
     return g, d, history
 
 
+def _weights(g):
+    return [p.detach().clone() for p in g.parameters()]
+
+
 def test_the_networks_have_the_course_shapes_and_sizes():
     g, d = gt.Generator(64), gt.Discriminator()
     x = g(torch.randn(5, 64))
@@ -94,12 +98,12 @@ def test_each_iteration_takes_a_discriminator_step_then_a_generator_step_on_the_
 def test_the_discriminator_step_leaves_the_generator_unchanged(ns, images):
     torch.manual_seed(0)
     g, d = gt.Generator(64), gt.Discriminator()
-    before = [p.detach().clone() for p in g.parameters()]
+    before = _weights(g)
     seen = []
 
     def loss_g(g, d, x, *, device):  # called right after the first discriminator step
         if not seen:
-            seen.append([p.detach().clone() for p in g.parameters()])
+            seen.append(_weights(g))
         return ns["loss_nonsaturating_g"](g, d, x, device=device)
 
     gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], loss_g, iter_max=2, seed=0, device=CPU,
@@ -136,7 +140,7 @@ def test_the_generator_step_reaches_every_generator_parameter_through_the_frozen
     before_g_step = []
 
     def loss_g(g, d, x, *, device):
-        before_g_step[:] = [p.detach().clone() for p in g.parameters()]
+        before_g_step[:] = _weights(g)
         return ns["loss_nonsaturating_g"](g, d, x, device=device)
 
     gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], loss_g, iter_max=1, seed=0, device=CPU,
@@ -203,10 +207,6 @@ def test_the_save_hook_runs_every_save_interval_and_at_the_end(ns, images):
     saved = []
     _train(ns, images, iter_max=5, save_every=2, save_fn=lambda g, d, i: saved.append(i))
     assert saved == [2, 4, 5]
-
-
-def _weights(g):
-    return [p.detach().clone() for p in g.parameters()]
 
 
 def test_the_generator_handed_back_is_the_moving_average_of_its_weights_after_each_step(ns, images):
