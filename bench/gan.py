@@ -9,13 +9,13 @@ pipeline of the same networks, what each speed change buys, and sample quality.
   (batch 100), default Adam, both losses read back every step;
 * fast: ``hw10kit.gan_training.train_gan`` with ``precision="auto"`` (data preloaded as
   one tensor, fused Adam, losses read back every 50 steps, channels-last weights, only the
-  stepping network recording gradients, bf16 autocast where the CPU has native bf16; the
-  notebook's default is float32), which hands back the generator's weight average.
+  stepping network recording gradients, bf16 autocast where the CPU has native bf16: the
+  default of the notebook and ``experiment.py``), which hands back the generator's weight average.
 
 Both use the same networks, batch size, optimizer settings and the solution's losses,
 and all walls include start-up (loading the data, building the networks). Speed is one
-run of each (conventional, fast with ``precision="auto"``, fast in float32, the notebook's
-default) on all threads, one after the other; the other quality seeds then train side by
+run of each (conventional, fast with ``precision="auto"``, the default, and fast in
+float32) on all threads, one after the other; the other quality seeds then train side by
 side, one thread each.
 Quality: the classifier Inception Score of 10 000 samples per seed, and the Fréchet
 distance of those samples to the 10 000 test digits (``hw10kit.sample_metrics``), for
@@ -155,8 +155,8 @@ ABLATION = [
     ("+ losses read every 50 steps", dict(preload=True, fused=True, sync_every=50)),
     ("+ channels-last weights", dict(preload=True, fused=True, sync_every=50, channels_last=True)),
     ("+ only the stepping network records gradients", dict(DEFAULT, ema=False)),
-    ("+ generator weight average updated every step (the float32 default)", DEFAULT),
-    ("+ bf16 autocast (precision=\"bf16\")", FAST),
+    ("+ generator weight average updated every step (precision=\"fp32\")", DEFAULT),
+    ("+ bf16 autocast (precision=\"auto\", the default, on this CPU)", FAST),
     ("fast path with 1 thread instead of 2", dict(FAST, threads=1)),
     ("fast path + torch.compile'd networks", dict(FAST, compile=True)),
 ]
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     fast_wall, fast_g, fast_history = fast_run(args.iters, 0, loss_d, loss_g)
     print(f"fast: {fast_wall:.1f} s", flush=True)
     fp32_wall, fp32_g, fp32_history = fast_run(args.iters, 0, loss_d, loss_g, precision="fp32")
-    print(f"fast, float32 (the default): {fp32_wall:.1f} s", flush=True)
+    print(f"fast, float32: {fp32_wall:.1f} s", flush=True)
     report["speed"] = {"conventional_wall_s": round(conv_wall, 1), "fast_wall_s": round(fast_wall, 1),
                        "fast_precision": fast_history["precision"],
                        "ratio_wall": round(conv_wall / fast_wall, 2),

@@ -1,4 +1,4 @@
-"""VAE training benchmark: ``make bench`` (``python -m bench.vae``).
+"""VAE training benchmark: ``make bench-vae`` (``python -m bench.vae``).
 
 Trains the solution notebook's VAE the course's way (Adam 1e-3, batch 100, 10000
 iterations) along two pipelines in the same run:

@@ -12,12 +12,12 @@ During each step only the network being stepped has ``requires_grad`` set, so au
 neither records the other network's forward nor computes its weight gradients, which
 would be thrown away (the generator step still backpropagates through D to its input).
 
-Precision: float32 by default. ``precision="bf16"`` (or ``"auto"``: bf16 where the hardware
-has it natively, CUDA from compute capability 8 or CPUs with AVX512-BF16/AMX) runs the networks under
-``torch.autocast`` in bfloat16, about 1.7x faster on the course's 2-core CPU, with their
-outputs cast back to float32, so the losses, the optimizer state and the weights stay
-float32. It is opt-in because its sample quality was not shown to match float32's
-(README, "GAN training").
+Precision: ``"auto"`` by default: bfloat16 where the hardware computes it natively (CUDA
+from compute capability 8, Ampere, or CPUs with AVX512-BF16/AMX, like the course's build
+machine), float32 elsewhere. In bf16 the networks run under ``torch.autocast``, about 2x
+faster on the course's 2-core CPU, with their outputs cast back to float32, so the losses,
+the optimizer state and the weights stay float32. Sample quality matched float32's in the
+benchmark (README, "GAN training"); ``precision="fp32"`` turns it off.
 """
 from __future__ import annotations
 
@@ -115,6 +115,13 @@ def _records_gradients(learner: nn.Module, frozen: nn.Module) -> None:
     learner.requires_grad_(True)
 
 
+def average_decay(ema: float, iter_max: int) -> float:
+    """The decay the weight average uses in a run of ``iter_max`` steps: ``ema``, capped at
+    1 - 5 / iter_max so that the starting (random) weights keep at most e^-5 of the
+    average, however short the run. 10 000 steps keep 0.9995; 1000 steps use 0.995."""
+    return max(0.0, min(ema, 1 - 5 / iter_max))
+
+
 def weight_average(g, decay: float = EMA_DECAY):
     """An exponential moving average of ``g``'s weights (``torch.optim.swa_utils.AveragedModel``):
     call ``.update_parameters(g)`` after each step; the average is in ``.module``."""
@@ -145,7 +152,7 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
               ema: float | None = EMA_DECAY, seed: int | None = 0,
               device=None, progress: bool = True,
               log_every: int = 50, save_every: int | None = None, save_fn=None,
-              precision: str = "fp32", channels_last: bool = True) -> dict:
+              precision: str = "auto", channels_last: bool = True) -> dict:
     """Train ``g`` and ``d`` with the student's losses, batches of 100 by default.
 
     The default recipe is the course's (Adam at 1e-3 for both networks, beta1 = 0.9) with
@@ -168,18 +175,19 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
         betas: Adam's (beta1, beta2), the same for both networks.
         lr_decay: decay both learning rates linearly to 0 over ``iter_max``.
         ema: the decay of the generator's weight average, updated after every generator
-            step (``torch.optim.swa_utils``); None hands back the last step's weights.
+            step (``torch.optim.swa_utils``), capped for short runs (``average_decay``);
+            None hands back the last step's weights.
         seed: seeds torch's global RNG (batches and z) before training.
         log_every: the losses are read back to the host every this many steps only.
         save_fn: called as ``save_fn(g, d, iteration)`` every ``save_every`` iterations
             (with the raw weights) and at the end (with the generator handed back).
-        precision: "fp32" (the default), "bf16" (autocast) or "auto" (bf16 where the
-            device is fast at it, see ``autocast_dtype``).
+        precision: "auto" (the default: bf16 where the device computes it natively, see
+            ``autocast_dtype``), "bf16" (autocast) or "fp32".
         channels_last: store convolution weights channels-last (faster on CPUs).
 
     Returns:
         ``{"iteration": [...], "loss_d": [...], "loss_g": [...], "lr_g": [...], "seconds": s,
-        "precision": "fp32" or "bf16", "ema": ema}``, the losses and the generator's learning rate of
+        "precision": "fp32" or "bf16", "ema": the decay used}``, the losses and the generator's learning rate of
         every step.
     """
     device = torch.device(device) if device is not None else pick_device()
@@ -194,6 +202,7 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
     opt_g = make_adam(list(g.parameters()), lr_g, device, betas)
     schedules = [torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, iter_max) for opt in (opt_d, opt_g)] \
         if lr_decay else []
+    ema = None if ema is None else average_decay(ema, iter_max)
     average = None if ema is None else weight_average(g, ema)
     losses = torch.zeros(iter_max, 2, device=device)
     rates = []

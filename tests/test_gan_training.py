@@ -2,6 +2,8 @@
 master notebook's solution losses on the CPU."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -211,10 +213,10 @@ def test_the_save_hook_runs_every_save_interval_and_at_the_end(ns, images):
 
 def test_the_generator_handed_back_is_the_moving_average_of_its_weights_after_each_step(ns, images):
     steps = []
-    g_last, _, _ = _train(ns, images, iter_max=5, ema=None, save_every=1,
+    g_last, _, _ = _train(ns, images, iter_max=13, ema=None, save_every=1,
                           save_fn=lambda g, d, i: steps.append(_weights(g)))
     steps[-1] = _weights(g_last)  # without averaging, the last save is the last step's weights
-    g_avg, _, history = _train(ns, images, iter_max=5, ema=0.6)
+    g_avg, _, history = _train(ns, images, iter_max=13, ema=0.6)  # 13 steps: 0.6 is below the cap
     expected = steps[0]
     for w in steps[1:]:
         expected = [0.6 * e + 0.4 * x for e, x in zip(expected, w)]
@@ -229,6 +231,19 @@ def test_the_averaged_generator_has_batchnorm_statistics_of_its_own_weights(ns, 
         pre_bn = g.fc[0](torch.randn(20000, 64, generator=torch.Generator().manual_seed(1)))
     torch.testing.assert_close(g.fc[1].running_mean, pre_bn.mean(0), atol=0.02, rtol=0.02)
     torch.testing.assert_close(g.fc[1].running_var, pre_bn.var(0), atol=0.02, rtol=0.05)
+
+
+@pytest.mark.parametrize("iter_max", [1, 10, 1000, 10000, 100000])
+def test_the_starting_weights_keep_at_most_e_to_the_minus_5_of_the_average_in_any_run(iter_max):
+    assert gt.average_decay(gt.EMA_DECAY, iter_max) ** iter_max <= math.exp(-5) + 1e-12
+
+
+def test_a_10000_step_run_averages_with_the_full_decay():
+    assert gt.average_decay(gt.EMA_DECAY, 10000) == gt.EMA_DECAY
+
+
+def test_a_short_run_reports_the_capped_decay_it_used(ns, images):
+    assert _train(ns, images, iter_max=6)[2]["ema"] == gt.average_decay(gt.EMA_DECAY, 6)
 
 
 def test_averaging_leaves_the_global_random_state_as_it_would_be_without_it(ns, images):
@@ -268,8 +283,11 @@ def test_under_bf16_autocast_the_networks_hand_the_losses_float32():
     assert x.dtype == logits.dtype == torch.float32
 
 
-def test_training_runs_in_float32_unless_asked(ns, images):
-    assert _train(ns, images, iter_max=1)[2]["precision"] == "fp32"
+@pytest.mark.parametrize("native", [True, False])
+def test_training_defaults_to_bf16_exactly_where_the_cpu_computes_it_natively(monkeypatch, ns, images, native):
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    assert _train(ns, images, iter_max=1)[2]["precision"] == ("bf16" if native else "fp32")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
