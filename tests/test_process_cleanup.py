@@ -1,6 +1,8 @@
 """Nothing that student code starts outlives its question, whatever it does to hide,
 and the next grading is unaffected. Only a root judge runs code as the pool users."""
 import os
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -109,6 +111,50 @@ def test_two_sandboxes_never_share_a_user_at_the_same_time():
             sandbox_users.release(second)
     finally:
         sandbox_users.release(first)
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """A pool of four users that do not exist yet; deleted afterwards."""
+    names = [f"hw10t{uuid.uuid4().hex[:6]}{i}" for i in range(4)]
+    monkeypatch.setenv("HW10_SANDBOX_USERS", ",".join(names))
+    yield names
+    for name in names:
+        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)
+
+
+def test_sandboxes_started_at_once_on_a_fresh_machine_get_users_with_distinct_uids(fresh_pool):
+    leases, errors = [], []
+
+    def lease():
+        try:
+            leases.append(sandbox_users.acquire(time.monotonic() + 30))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=lease) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors
+        assert sorted(lease.name for lease in leases) == sorted(fresh_pool)
+        assert len({lease.uid for lease in leases}) == 4
+    finally:
+        for lease in leases:
+            sandbox_users.release(lease)
+
+
+def test_a_pool_user_sharing_its_uid_with_another_is_never_leased(fresh_pool, monkeypatch):
+    sandbox_users.ensure_pool(sandbox_users._lock_dir())
+    first = __import__("pwd").getpwnam(fresh_pool[0])
+    subprocess.run(["usermod", "--non-unique", "--uid", str(first.pw_uid), fresh_pool[1]], check=True,
+                   capture_output=True)
+    monkeypatch.setenv("HW10_SANDBOX_USERS", ",".join(fresh_pool[:2]))
+    with pytest.raises(sandbox_users.SandboxUserError, match="share uid"):
+        sandbox_users.acquire(time.monotonic() + 5)
 
 
 def test_pool_users_are_unprivileged_and_own_no_home():

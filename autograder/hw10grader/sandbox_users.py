@@ -1,7 +1,7 @@
 """The unprivileged users that run student code when the judge is root.
 
 A pool of dedicated users (``hw10sb1`` ... ``hw10sb8``; ``setup.sh`` creates them, and
-the judge creates any that are missing) that nothing else uses. A sandbox *leases* one
+the judge creates any that are missing, one at a time) that nothing else uses. A sandbox *leases* one
 user for its whole life, under an exclusive ``flock`` on a root-only lock file, so code of
 two sandboxes (two questions, or two students graded at the same time on one machine)
 never runs under the same uid at once. Before a lease is handed out and when it ends,
@@ -18,6 +18,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,52 @@ def create_user(name: str) -> None:
                                f"{(proc.stderr or proc.stdout).strip()}") from None
 
 
+_CREATING = threading.Lock()
+
+
+def _exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def ensure_pool(locks: Path) -> None:
+    """Create the missing pool users, one at a time: under a lock shared by this process's
+    threads and a file lock shared by every judge on the machine. Two ``useradd`` calls at
+    once can give two users one uid (seen in a Debian container, where the first grading
+    then killed its own sandboxes), so they never run concurrently."""
+    if all(_exists(name) for name in pool_names()):
+        return
+    with _CREATING:
+        fd = os.open(locks / "create.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for name in pool_names():
+                if not _exists(name):
+                    create_user(name)
+        finally:
+            os.close(fd)
+
+
+def _checked(name: str):
+    """``name``'s passwd entry, which must be unprivileged and share its uid with no other
+    pool user: sweeping one would kill the other's sandbox and delete its files."""
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise SandboxUserError(f"the sandbox user {name!r} does not exist") from None
+    if pw.pw_uid == 0 or pw.pw_gid == 0:
+        raise SandboxUserError(f"the sandbox user {name!r} has uid or gid 0")
+    twins = [other for other in pool_names() if other != name and _exists(other)
+             and pwd.getpwnam(other).pw_uid == pw.pw_uid]
+    if twins:
+        raise SandboxUserError(f"the sandbox users {name!r} and {twins[0]!r} share uid {pw.pw_uid}; "
+                               "give each its own uid (userdel both: the judge recreates them)")
+    return pw
+
+
 def _try_lock(path: Path) -> int | None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
@@ -95,23 +142,22 @@ def _try_lock(path: Path) -> int | None:
 
 
 def acquire(deadline: float) -> Lease:
-    """Lease a free pool user, creating one when every existing user is busy; waits for
-    a free one until ``deadline`` (``time.monotonic()``)."""
+    """Lease a free pool user (creating the missing ones first); waits for a free one
+    until ``deadline`` (``time.monotonic()``)."""
     if os.geteuid() != 0:
         raise SandboxUserError("only a root judge runs student code as another user")
     locks = _lock_dir()
+    ensure_pool(locks)
     while True:
         for name in pool_names():
-            try:
-                pw = pwd.getpwnam(name)
-            except KeyError:
-                create_user(name)
-                pw = pwd.getpwnam(name)
-            if pw.pw_uid == 0 or pw.pw_gid == 0:
-                raise SandboxUserError(f"the sandbox user {name!r} has uid or gid 0")
             fd = _try_lock(locks / f"{name}.lock")
             if fd is None:
                 continue
+            try:
+                pw = _checked(name)
+            except SandboxUserError:
+                os.close(fd)
+                raise
             lease = Lease(name, pw.pw_uid, pw.pw_gid, fd)
             try:
                 sweep(lease.uid, lease.gid)  # whatever an earlier, crashed judge left behind
