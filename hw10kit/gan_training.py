@@ -12,12 +12,13 @@ During each step only the network being stepped has ``requires_grad`` set, so au
 neither records the other network's forward nor computes its weight gradients, which
 would be thrown away (the generator step still backpropagates through D to its input).
 
-Precision: ``"auto"`` by default: bfloat16 where the hardware computes it natively (CUDA
-from compute capability 8, Ampere, or CPUs with AVX512-BF16/AMX, like the course's build
-machine), float32 elsewhere. In bf16 the networks run under ``torch.autocast``, about 2x
-faster on the course's 2-core CPU, with their outputs cast back to float32, so the losses,
-the optimizer state and the weights stay float32. Sample quality matched float32's in the
-benchmark (README, "GAN training"); ``precision="fp32"`` turns it off.
+Precision: ``"auto"`` by default: bfloat16 on CPUs that compute it natively (AVX512-BF16
+or AMX, like the course's build machine), float32 elsewhere. In bf16 the networks run under
+``torch.autocast``, about 2x faster on the course's 2-core CPU, with their outputs cast back
+to float32, so the losses, the optimizer state and the weights stay float32. Sample quality
+matched float32's in the benchmark (README, "GAN training"). On a GPU "auto" keeps float32:
+bf16 was neither timed nor checked for quality there (``precision="bf16"`` asks for it);
+``precision="fp32"`` turns bf16 off everywhere.
 """
 from __future__ import annotations
 
@@ -68,15 +69,15 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(1).float()
 
 
+CPU_BF16_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # in torch.cpu
+
+
 def fast_bf16(device) -> bool:
-    """Whether ``device`` runs bfloat16 matmuls and convolutions natively (fast)."""
-    device = torch.device(device)
-    if device.type == "cuda":  # native bf16 from Ampere (compute capability 8) on; older GPUs emulate it
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-    if device.type == "cpu":
-        probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-    return False
+    """Whether ``device`` is a CPU that runs bfloat16 matmuls and convolutions natively,
+    where bf16 autocast was measured to pay and to keep sample quality."""
+    if torch.device(device).type != "cpu":
+        return False
+    return any(getattr(torch.cpu, name, lambda: False)() for name in CPU_BF16_PROBES)
 
 
 def autocast_dtype(device, precision: str = "auto"):
@@ -117,8 +118,9 @@ def _records_gradients(learner: nn.Module, frozen: nn.Module) -> None:
 
 def average_decay(ema: float, iter_max: int) -> float:
     """The decay the weight average uses in a run of ``iter_max`` steps: ``ema``, capped at
-    1 - 5 / iter_max so that the starting (random) weights keep at most e^-5 of the
-    average, however short the run. 10 000 steps keep 0.9995; 1000 steps use 0.995."""
+    1 - 5 / iter_max so that the first step's weights (the average starts from them, barely
+    trained) keep at most e^-5 of the average, however short the run. 10 000 steps keep
+    0.9995; 1000 steps use 0.995."""
     return max(0.0, min(ema, 1 - 5 / iter_max))
 
 
@@ -181,8 +183,8 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
         log_every: the losses are read back to the host every this many steps only.
         save_fn: called as ``save_fn(g, d, iteration)`` every ``save_every`` iterations
             (with the raw weights) and at the end (with the generator handed back).
-        precision: "auto" (the default: bf16 where the device computes it natively, see
-            ``autocast_dtype``), "bf16" (autocast) or "fp32".
+        precision: "auto" (the default: bf16 on a CPU that computes it natively, see
+            ``fast_bf16``), "bf16" (autocast) or "fp32".
         channels_last: store convolution weights channels-last (faster on CPUs).
 
     Returns:
@@ -190,6 +192,8 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
         "precision": "fp32" or "bf16", "ema": the decay used}``, the losses and the generator's learning rate of
         every step.
     """
+    if iter_max < 1:
+        raise ValueError(f"iter_max must be at least 1, not {iter_max}")
     device = torch.device(device) if device is not None else pick_device()
     if seed is not None:
         torch.manual_seed(seed)

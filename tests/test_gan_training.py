@@ -233,9 +233,15 @@ def test_the_averaged_generator_has_batchnorm_statistics_of_its_own_weights(ns, 
     torch.testing.assert_close(g.fc[1].running_var, pre_bn.var(0), atol=0.02, rtol=0.05)
 
 
-@pytest.mark.parametrize("iter_max", [1, 10, 1000, 10000, 100000])
-def test_the_starting_weights_keep_at_most_e_to_the_minus_5_of_the_average_in_any_run(iter_max):
-    assert gt.average_decay(gt.EMA_DECAY, iter_max) ** iter_max <= math.exp(-5) + 1e-12
+@pytest.mark.parametrize("iter_max", [2, 10, 1000, 10000, 100000])
+def test_the_first_steps_weights_keep_at_most_e_to_the_minus_5_of_the_average_in_any_run(iter_max):
+    # the average starts from the weights after step 1 and is updated iter_max - 1 times
+    assert gt.average_decay(gt.EMA_DECAY, iter_max) ** (iter_max - 1) <= math.exp(-5) + 1e-12
+
+
+def test_training_refuses_a_run_without_iterations(ns, images):
+    with pytest.raises(ValueError, match="iter_max"):
+        _train(ns, images, iter_max=0)
 
 
 def test_a_10000_step_run_averages_with_the_full_decay():
@@ -258,10 +264,19 @@ def test_autocast_dtype_follows_an_explicit_precision(precision, expected):
     assert gt.autocast_dtype("cpu", precision) is expected
 
 
+def test_the_cpu_bf16_probes_exist_in_this_torch():
+    # were one renamed, "auto" would quietly train in float32 on every CPU
+    assert all(callable(getattr(torch.cpu, name, None)) for name in gt.CPU_BF16_PROBES)
+
+
+def test_auto_keeps_float32_on_a_gpu_where_bf16_was_not_measured():
+    assert gt.autocast_dtype("cuda", "auto") is None
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_picks_bf16_exactly_where_the_cpu_has_native_bf16(monkeypatch, native):
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    for probe in gt.CPU_BF16_PROBES:
+        monkeypatch.setattr(torch.cpu, probe, lambda: native)
     assert gt.autocast_dtype("cpu", "auto") is (torch.bfloat16 if native else None)
 
 
@@ -285,8 +300,8 @@ def test_under_bf16_autocast_the_networks_hand_the_losses_float32():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_training_defaults_to_bf16_exactly_where_the_cpu_computes_it_natively(monkeypatch, ns, images, native):
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    for probe in gt.CPU_BF16_PROBES:
+        monkeypatch.setattr(torch.cpu, probe, lambda: native)
     assert _train(ns, images, iter_max=1)[2]["precision"] == ("bf16" if native else "fp32")
 
 

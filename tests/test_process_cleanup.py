@@ -1,7 +1,9 @@
 """Nothing that student code starts outlives its question, whatever it does to hide,
 and the next grading is unaffected. Only a root judge runs code as the pool users."""
 import os
+import pwd
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -115,13 +117,15 @@ def test_two_sandboxes_never_share_a_user_at_the_same_time():
 
 @pytest.fixture
 def fresh_pool(monkeypatch):
-    """A pool of four users that do not exist yet; deleted afterwards."""
+    """A pool of four users that do not exist yet; deleted afterwards, with their locks."""
     names = [f"hw10t{uuid.uuid4().hex[:6]}{i}" for i in range(4)]
     monkeypatch.setenv("HW10_SANDBOX_USERS", ",".join(names))
     yield names
     for name in names:
-        subprocess.run(["userdel", name], capture_output=True)
-        subprocess.run(["groupdel", name], capture_output=True)
+        if sandbox_users._exists(name):
+            sandbox_users.kill_all(pwd.getpwnam(name).pw_uid, pwd.getpwnam(name).pw_gid)
+            subprocess.run(["userdel", name], check=True, capture_output=True)
+        (sandbox_users._lock_dir() / f"{name}.lock").unlink(missing_ok=True)
 
 
 def test_sandboxes_started_at_once_on_a_fresh_machine_get_users_with_distinct_uids(fresh_pool):
@@ -147,13 +151,52 @@ def test_sandboxes_started_at_once_on_a_fresh_machine_get_users_with_distinct_ui
             sandbox_users.release(lease)
 
 
-def test_a_pool_user_sharing_its_uid_with_another_is_never_leased(fresh_pool, monkeypatch):
+def test_pool_users_are_created_one_at_a_time(fresh_pool, monkeypatch):
+    create, running, peak = sandbox_users.create_user, [], []
+
+    def slow_create(name):
+        running.append(name)
+        peak.append(len(running))
+        time.sleep(0.05)
+        create(name)
+        running.remove(name)
+
+    monkeypatch.setattr(sandbox_users, "create_user", slow_create)
+    threads = [threading.Thread(target=sandbox_users.ensure_pool, args=(sandbox_users._lock_dir(),))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(peak) == 1 and all(sandbox_users._exists(name) for name in fresh_pool)
+
+
+def test_user_creation_waits_while_another_judge_holds_the_creation_lock(fresh_pool):
+    lock = sandbox_users._lock_dir() / "create.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); sys.stdin.read()", str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        creator = threading.Thread(target=sandbox_users.ensure_pool, args=(sandbox_users._lock_dir(),))
+        creator.start()
+        time.sleep(0.5)
+        assert not any(sandbox_users._exists(name) for name in fresh_pool)
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    creator.join()
+    assert all(sandbox_users._exists(name) for name in fresh_pool)
+
+
+def test_a_pool_user_sharing_its_uid_with_another_account_is_never_leased(fresh_pool, monkeypatch):
     sandbox_users.ensure_pool(sandbox_users._lock_dir())
-    first = __import__("pwd").getpwnam(fresh_pool[0])
-    subprocess.run(["usermod", "--non-unique", "--uid", str(first.pw_uid), fresh_pool[1]], check=True,
-                   capture_output=True)
-    monkeypatch.setenv("HW10_SANDBOX_USERS", ",".join(fresh_pool[:2]))
-    with pytest.raises(sandbox_users.SandboxUserError, match="share uid"):
+    other = fresh_pool[1]  # outside the pool below: any account counts, not only pool users
+    subprocess.run(["usermod", "--non-unique", "--uid", str(pwd.getpwnam(other).pw_uid), fresh_pool[0]],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("HW10_SANDBOX_USERS", fresh_pool[0])
+    with pytest.raises(sandbox_users.SandboxUserError, match=f"shares uid .* with '{other}'"):
         sandbox_users.acquire(time.monotonic() + 5)
 
 

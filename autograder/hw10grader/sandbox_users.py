@@ -96,17 +96,26 @@ def _exists(name: str) -> bool:
     return True
 
 
-def ensure_pool(locks: Path) -> None:
+def ensure_pool(locks: Path, deadline: float | None = None) -> None:
     """Create the missing pool users, one at a time: under a lock shared by this process's
-    threads and a file lock shared by every judge on the machine. Two ``useradd`` calls at
-    once can give two users one uid (seen in a Debian container, where the first grading
-    then killed its own sandboxes), so they never run concurrently."""
+    threads and a file lock shared by every judge on the machine (waited for until
+    ``deadline``). Two ``useradd`` calls at once can give two users one uid (seen in a
+    Debian container, where the first grading then killed its own sandboxes), so they
+    never run concurrently."""
     if all(_exists(name) for name in pool_names()):
         return
     with _CREATING:
         fd = os.open(locks / "create.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise SandboxUserError("another judge has been creating the sandbox users "
+                                               "for too long") from None
+                    time.sleep(0.05)
             for name in pool_names():
                 if not _exists(name):
                     create_user(name)
@@ -116,18 +125,18 @@ def ensure_pool(locks: Path) -> None:
 
 def _checked(name: str):
     """``name``'s passwd entry, which must be unprivileged and share its uid with no other
-    pool user: sweeping one would kill the other's sandbox and delete its files."""
+    account: sweeping it would kill the other account's processes and delete its files."""
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
         raise SandboxUserError(f"the sandbox user {name!r} does not exist") from None
     if pw.pw_uid == 0 or pw.pw_gid == 0:
         raise SandboxUserError(f"the sandbox user {name!r} has uid or gid 0")
-    twins = [other for other in pool_names() if other != name and _exists(other)
-             and pwd.getpwnam(other).pw_uid == pw.pw_uid]
+    twins = [other.pw_name for other in pwd.getpwall() if other.pw_uid == pw.pw_uid and other.pw_name != name]
     if twins:
-        raise SandboxUserError(f"the sandbox users {name!r} and {twins[0]!r} share uid {pw.pw_uid}; "
-                               "give each its own uid (userdel both: the judge recreates them)")
+        raise SandboxUserError(f"the sandbox user {name!r} shares uid {pw.pw_uid} with {twins[0]!r}; "
+                               f"give it a uid of its own (stop its processes, then userdel {name}: "
+                               "the judge recreates it)")
     return pw
 
 
@@ -147,7 +156,7 @@ def acquire(deadline: float) -> Lease:
     if os.geteuid() != 0:
         raise SandboxUserError("only a root judge runs student code as another user")
     locks = _lock_dir()
-    ensure_pool(locks)
+    ensure_pool(locks, deadline)
     while True:
         for name in pool_names():
             fd = _try_lock(locks / f"{name}.lock")
@@ -155,7 +164,7 @@ def acquire(deadline: float) -> Lease:
                 continue
             try:
                 pw = _checked(name)
-            except SandboxUserError:
+            except BaseException:
                 os.close(fd)
                 raise
             lease = Lease(name, pw.pw_uid, pw.pw_gid, fd)

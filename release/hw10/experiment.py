@@ -67,8 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="GAN only: the generator's loss (default: %(default)s)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="auto",
                         help="GAN only: bf16 runs the networks in bfloat16 autocast (about 2x on CPUs "
-                             "with AVX512-BF16 or AMX, same sample quality), auto picks bf16 where the "
-                             "device computes it natively, fp32 turns it off (default: %(default)s)")
+                             "with AVX512-BF16 or AMX, same sample quality), auto picks bf16 on such "
+                             "CPUs and float32 elsewhere, fp32 turns it off (default: %(default)s)")
     parser.add_argument("--compile", action="store_true",
                         help="compile the loss with torch.compile (falls back quietly)")
     args = parser.parse_args(argv)
