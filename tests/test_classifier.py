@@ -25,12 +25,31 @@ def test_the_shipped_classifier_reaches_99_percent_on_the_test_set(mnist, model)
     assert clf.accuracy(model, xt, yt) >= 0.99
 
 
-@pytest.mark.slow
-def test_training_reproduces_the_shipped_weights(mnist, model):
+@pytest.fixture(scope="module")
+def retrained(mnist):
     x, y, _, _ = mnist
-    retrained = clf.train_classifier(x, y)
-    for (name, want), got in zip(model.state_dict().items(), retrained.state_dict().values()):
-        assert torch.allclose(got, want, rtol=0, atol=1e-5), name
+    return clf.train_classifier(x, y)
+
+
+@pytest.mark.slow
+def test_training_gives_the_same_weights_every_run_on_one_machine(mnist, retrained):
+    x, y, _, _ = mnist
+    again = clf.train_classifier(x, y)
+    for (name, want), got in zip(retrained.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(got, want), name
+
+
+@pytest.mark.slow
+def test_retraining_reproduces_the_shipped_classifiers_predictions_and_metrics(mnist, model, retrained):
+    # Bit-identical weights need the CPU kind that trained them: oneDNN picks other kernels
+    # elsewhere and 1200 Adam steps amplify the rounding (data/README.md). What the metrics
+    # use must reproduce everywhere: the accuracy, the predictions and the score of real digits.
+    _, _, xt, yt = mnist
+    assert clf.accuracy(retrained, xt, yt) >= 0.99
+    with torch.no_grad():
+        agree = (model(xt).argmax(1) == retrained(xt).argmax(1)).float().mean().item()
+    assert agree >= 0.995
+    assert abs(sm.inception_score(xt, retrained)[0] - sm.inception_score(xt, model)[0]) < 0.05
 
 
 def test_real_test_digits_score_near_the_top_of_the_inception_score(mnist, model):
