@@ -4,6 +4,7 @@ pipeline of the same networks, what each speed change buys, and sample quality.
     python -m bench.gan [--iters 10000] [--seeds 3] [--ablation-iters 300] [--ablation-repeats 3]
                         [--out bench/gan.json]
     python -m bench.gan --ablation-only   # rerun only the per-change table into --out
+    python -m bench.gan --speed-only [--speed-pairs 2]   # more paired speed runs into --out
 
 * conventional: torchvision's MNIST with ``ToTensor`` through a shuffled ``DataLoader``
   (batch 100), default Adam, both losses read back every step;
@@ -226,8 +227,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "gan.json")
     parser.add_argument("--ablation-only", action="store_true",
                         help="rerun only the per-change it/s table, into the existing --out report")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="add --speed-pairs paired conventional/fast runs to the existing --out report")
+    parser.add_argument("--speed-pairs", type=int, default=2)
     args = parser.parse_args(argv)
     loss_d, loss_g = solution_losses()
+    if args.speed_only:
+        report = json.loads(args.out.read_text())
+        speed = report["speed"]
+        pairs = speed.setdefault("pairs", [[speed["conventional_wall_s"], speed["fast_wall_s"]]])
+        for _ in range(args.speed_pairs):
+            pairs.append([round(conventional_run(args.iters, 0, loss_d, loss_g)[0], 1),
+                          round(fast_run(args.iters, 0, loss_d, loss_g)[0], 1)])
+            print(f"conventional {pairs[-1][0]} s, fast {pairs[-1][1]} s", flush=True)
+            speed["ratio_wall_per_pair"] = [round(c / f, 2) for c, f in pairs]
+            speed["ratio_wall_median"] = statistics.median(speed["ratio_wall_per_pair"])
+            args.out.write_text(json.dumps(report, indent=1) + "\n")
+        return 0
     if args.ablation_only:
         report = json.loads(args.out.read_text())
         report["ablation_it_s"] = ablation(loss_d, loss_g, args.ablation_iters, args.ablation_repeats)
