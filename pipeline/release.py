@@ -18,6 +18,10 @@ Steps (each a function below, run in this order by :func:`build`):
    ``solutions/hw10`` (``solutions/hw10/executed`` is left alone).
 5. :func:`pipeline.autograder_zip.build_zip` -- ``autograder/autograder.zip``.
 
+Between 2 and 3, :func:`pipeline.validate.check_course` checks the manifest
+(``hw10kit/manifest.py``) against the checks and both sets of notebooks, and stops
+the build naming every disagreement.
+
 Determinism: every notebook written is re-serialised by :func:`write_notebook`
 (nbformat's sorted-key JSON, one trailing newline); copied files are written
 byte-for-byte in sorted order with mode 0644; the zip is built by
@@ -39,6 +43,7 @@ from .autograder_zip import build_zip
 from .files import FILE_MODE, BuildError, copy_file, iter_files
 from .layout import MNIST_FILES, Layout
 from .preprocessors import SOLUTION_PREPROCESSORS, StripVolatileMetadata
+from .validate import check_course
 
 log = logging.getLogger("pipeline")
 
@@ -213,6 +218,7 @@ def build(root: str | Path) -> dict:
         raise BuildError(
             f"nbgrader wrote {[p.name for p in release_notebooks]} for masters "
             f"{[p.name for p in masters]}")
+    check_course(layout.root)
     copy_kit(layout)
     copy_data(layout)
     solutions = write_solutions(layout, config, masters)

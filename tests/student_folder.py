@@ -11,10 +11,11 @@ from pathlib import Path
 
 import nbformat
 from hw10kit import data as hw10data
+from hw10kit import manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "source" / "hw10"
-NOTEBOOKS = ("hw10_vae.ipynb", "hw10_gan.ipynb")
+NOTEBOOKS = tuple(p.notebook for p in manifest.PROBLEMS)
 HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.S)
 SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION.*?### END SOLUTION[^\n]*", re.S | re.M)
 

@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from conftest import REPO, run_release
+from hw10kit import manifest
 from pipeline.files import BuildError
 from pipeline.layout import Layout
 from pipeline.release import check_masters
@@ -23,6 +24,7 @@ from pipeline.release import check_masters
 SOLUTION_SENTINEL = b"SOLUTION-SENTINEL-7f3a"
 HIDDEN_SENTINEL = b"HIDDEN-TEST-SENTINEL-c41d"
 NOTEBOOK = "hw10_vae.ipynb"
+NOTEBOOKS = tuple(p.notebook for p in manifest.PROBLEMS)  # every notebook of the manifest
 MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 DEF_LINE = re.compile(r"^\s*(?:async\s+def|def|class)\s+\w+")
@@ -97,25 +99,28 @@ def test_release_has_no_hidden_test_sentinel(built_course):
     assert leaks == []
 
 
-def test_release_notebook_outputs_are_empty(built_course):
-    nb = read_nb(built_course.release / NOTEBOOK)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_release_notebook_outputs_are_empty(built_course, notebook):
+    nb = read_nb(built_course.release / notebook)
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [], cell.id
             assert cell.execution_count is None, cell.id
 
 
-def test_release_solution_cells_hold_stubs(built_course):
-    nb = read_nb(built_course.release / NOTEBOOK)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_release_solution_cells_hold_stubs(built_course, notebook):
+    nb = read_nb(built_course.release / notebook)
     cells = solution_code_cells(nb)
     assert cells
     for cell_id, source in cells.items():
         assert "raise NotImplementedError()" in source, cell_id
 
 
-def test_release_keeps_nbgrader_metadata(built_course):
-    master = read_nb(REPO / "source" / "hw10" / NOTEBOOK)
-    release = read_nb(built_course.release / NOTEBOOK)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_release_keeps_nbgrader_metadata(built_course, notebook):
+    master = read_nb(REPO / "source" / "hw10" / notebook)
+    release = read_nb(built_course.release / notebook)
     want = {c.id: c.metadata["nbgrader"]["grade_id"] for c in master.cells if "nbgrader" in c.metadata}
     got = {c.id: c.metadata["nbgrader"]["grade_id"] for c in release.cells if "nbgrader" in c.metadata}
     assert got == want
@@ -123,9 +128,10 @@ def test_release_keeps_nbgrader_metadata(built_course):
     assert graded and all("checksum" in c.metadata["nbgrader"] for c in graded)
 
 
-def test_release_keeps_cell_ids_and_order(built_course):
-    master = read_nb(REPO / "source" / "hw10" / NOTEBOOK)
-    release = read_nb(built_course.release / NOTEBOOK)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_release_keeps_cell_ids_and_order(built_course, notebook):
+    master = read_nb(REPO / "source" / "hw10" / notebook)
+    release = read_nb(built_course.release / notebook)
     assert [c.id for c in release.cells] == [c.id for c in master.cells]
 
 
@@ -175,21 +181,24 @@ def test_solutions_drop_hidden_test_sentinel(built_course):
     assert leaks == []
 
 
-def test_solutions_drop_solution_and_hidden_test_markers(built_course):
-    text = "\n".join(c.source for c in read_nb(built_course.solutions / NOTEBOOK).cells)
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_solutions_drop_solution_and_hidden_test_markers(built_course, notebook):
+    text = "\n".join(c.source for c in read_nb(built_course.solutions / notebook).cells)
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in text
 
 
-def test_solutions_outputs_are_empty(built_course):
-    for cell in read_nb(built_course.solutions / NOTEBOOK).cells:
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_solutions_outputs_are_empty(built_course, notebook):
+    for cell in read_nb(built_course.solutions / notebook).cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, cell.id
 
 
-def test_solution_cell_signatures_match_release(built_course):
-    solution = solution_code_cells(read_nb(built_course.solutions / NOTEBOOK))
-    release = solution_code_cells(read_nb(built_course.release / NOTEBOOK))
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_solution_cell_signatures_match_release(built_course, notebook):
+    solution = solution_code_cells(read_nb(built_course.solutions / notebook))
+    release = solution_code_cells(read_nb(built_course.release / notebook))
     assert set(release) == set(solution)
     compared = 0
     for cell_id, source in solution.items():
@@ -246,14 +255,17 @@ def test_master_without_cell_ids_is_rejected(tmp_path):
         check_masters(Layout.at(tmp_path))
 
 
-def test_every_graded_question_shows_its_points_in_the_heading_above_it(built_course):
-    heading = None
-    for cell in read_nb(built_course.release / NOTEBOOK).cells:
-        if cell.cell_type == "markdown" and cell.source.startswith("#"):
-            heading = cell.source.split("\n")[0]
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade") and meta.get("points"):
-            assert heading and f"({meta['points']:g} points" in heading, (cell.get("id"), heading)
+@pytest.mark.parametrize("problem", manifest.PROBLEMS, ids=lambda p: p.key)
+def test_every_release_notebook_agrees_with_the_manifest(built_course, problem):
+    """Points in the headings and check cells, the check calls and the graded functions."""
+    nb = json.loads((built_course.release / problem.notebook).read_text(encoding="utf-8"))
+    assert manifest.notebook_problems(problem, nb, release=True) == []
+
+
+@pytest.mark.parametrize("problem", manifest.PROBLEMS, ids=lambda p: p.key)
+def test_every_master_notebook_agrees_with_the_manifest(problem):
+    nb = json.loads((REPO / "source" / "hw10" / problem.notebook).read_text(encoding="utf-8"))
+    assert manifest.notebook_problems(problem, nb) == []
 
 
 def test_the_committed_release_solutions_and_zip_match_a_fresh_build(built_course):

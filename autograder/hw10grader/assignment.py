@@ -1,22 +1,20 @@
-"""What is graded: notebooks, their questions, and each question's checks, derived from
-one list of problems (``hw10kit.checks.PROBLEMS``).
+"""What is graded: one ``Question`` per graded function of the manifest
+(``hw10kit.manifest.PROBLEMS``), with its public checks (the ones students run) followed
+by its hidden checks (``hw10grader.hidden.<problem>``).
 
-A question is one graded function. Its checks are its public checks (the ones students
-run, from ``hw10kit.checks.<problem>``) followed by its hidden checks
-(``hw10grader.hidden.<problem>``). Questions are numbered by problem and by the order in
-which their functions first appear among the public checks: Q2(a) is "2.1".
+Each problem's checks are loaded on their own: a problem whose modules fail to import, or
+whose checks disagree with the manifest, keeps its questions and their declared points,
+with ``broken`` saying why, so that it costs only its own points (the judge fails its
+entries with that message) and every other problem is graded as usual. Questions are
+numbered by problem and by their order in the manifest: Q2(a) is "2.1".
 """
 from __future__ import annotations
 
-import importlib
-import re
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 
-from hw10kit.checks import PROBLEMS, PUBLIC_CHECKS
+from hw10kit import manifest
 from hw10kit.checks.core import Check
-
-HIDDEN_CHECKS: list[Check] = [c for name in PROBLEMS
-                              for c in importlib.import_module(f"{__package__}.hidden.{name}").HIDDEN]
 
 
 @dataclass(frozen=True)
@@ -26,30 +24,43 @@ class Question:
     target: str        # graded function name
     notebook: str      # release file name
     keyword: str       # fallback match for renamed notebooks
-
-    @property
-    def public(self) -> list[Check]:
-        return [c for c in PUBLIC_CHECKS if c.target == self.target]
-
-    @property
-    def hidden(self) -> list[Check]:
-        return [c for c in HIDDEN_CHECKS if c.target == self.target]
+    points: float      # declared in the manifest
+    public: tuple = field(default=(), compare=False)
+    hidden: tuple = field(default=(), compare=False)
+    broken: str | None = None  # why this problem's checks could not be loaded
 
     @property
     def checks(self) -> list[Check]:
-        return self.public + self.hidden
+        return [*self.public, *self.hidden]
 
 
-def _questions() -> list[Question]:
-    questions = []
-    for name in PROBLEMS:
-        module = importlib.import_module(f"hw10kit.checks.{name}")
-        targets = list(dict.fromkeys(c.target for c in module.PUBLIC))
-        for k, target in enumerate(targets, start=1):
-            label = next(c.question for c in module.PUBLIC if c.target == target)
-            problem = re.match(r"Q(\d+)", label).group(1)
-            questions.append(Question(f"{problem}.{k}", label, target, module.NOTEBOOK, module.KEYWORD))
-    return questions
+def _why(problem, exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename.rsplit('/', 1)[-1]}, line {exc.lineno})"
+    else:
+        where = f" ({frames[-1].filename.rsplit('/', 1)[-1]}, line {frames[-1].lineno})" if frames else ""
+    message = exc.msg if isinstance(exc, SyntaxError) else exc
+    return (f"the autograder could not load the checks of Problem {problem.number} "
+            f"({type(exc).__name__}: {message}{where}). This is not about your code; please tell the "
+            "course staff.")
 
 
-QUESTIONS = _questions()
+def questions_of(problem) -> list[Question]:
+    """The problem's questions; ``broken`` set (and no checks) if its checks cannot load."""
+    try:
+        loaded = manifest.load(problem)
+        broken = None
+    except Exception as exc:  # noqa: BLE001 - one problem's fault costs that problem only
+        loaded, broken = manifest.Loaded(problem), _why(problem, exc)
+    return [Question(f"{problem.number}.{k}", q.label, q.target, problem.notebook, problem.keyword,
+                     float(q.points), tuple(c for c in loaded.public if c.target == q.target),
+                     tuple(c for c in loaded.hidden if c.target == q.target), broken)
+            for k, q in enumerate(problem.questions, start=1)]
+
+
+def load_questions(problems=None) -> list[Question]:
+    return [q for p in (manifest.PROBLEMS if problems is None else problems) for q in questions_of(p)]
+
+
+QUESTIONS = load_questions()

@@ -55,8 +55,16 @@ def default_parallel() -> int:
 
 
 def _entries(questions):
+    """One entry per check; a question whose problem could not be loaded gets one failed
+    entry worth its declared points, saying why."""
     table = {}
     for q in questions:
+        if q.broken:
+            entry = results.Entry(f"{q.number}.1", f"{q.label} {q.target}: checks could not be loaded",
+                                  q.points, results.VISIBLE)
+            entry.set(False, q.broken)
+            table[q] = [entry]
+            continue
         table[q] = [results.Entry(f"{q.number}.{i}", c.name, c.points,
                                   results.VISIBLE if c in q.public else results.hidden_visibility())
                     for i, c in enumerate(q.checks, start=1)]
@@ -153,7 +161,7 @@ def _grade_question_checks(q, answer, entries, seed: int, deadline: float, notes
                 return
             try:
                 passed, message = judge_reply(check, inputs, reply)
-                if check.false_failure:
+                if check.false_failure and "error" not in reply:  # only a verdict that ran is stochastic
                     message += (f" [stochastic check: a correct answer fails it with probability at "
                                 f"most {check.false_failure:.0e}]")
                 entry.set(passed, message if passed else message + _skipped_hint(answer, message) + note)
@@ -181,9 +189,11 @@ def grade(submission_path, results_path, seed: int | None = None,
     watchdog = _Watchdog(results_path, table, notes, seed_note, extra, started, budget_s)
     try:
         root = submission.prepare(Path(submission_path), workdir, notes)
-        answers = _read_notebooks(root, questions, notes, started + budget_s / 3)
+        answers = _read_notebooks(root, [q for q in questions if not q.broken], notes, started + budget_s / 3)
         runnable = []
         for q in questions:
+            if q.broken:
+                continue
             answer = answers[q.notebook]
             if isinstance(answer, str):
                 for e in table[q]:

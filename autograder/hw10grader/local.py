@@ -18,7 +18,12 @@ def run_hidden(target: str, namespace: dict | None = None, seed: int | None = No
     if namespace is None:
         namespace = inspect.currentframe().f_back.f_globals
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
-    checks = [c for q in QUESTIONS if q.target == target for c in q.checks]
+    question = next((q for q in QUESTIONS if q.target == target), None)
+    if question is None:
+        raise ValueError(f"no checks for {target!r}")
+    if question.broken:
+        raise AssertionError(question.broken)
+    checks = question.checks
     failed = [f"{c.name}: {msg}" for c, ok, msg, _ in run_checks(checks, namespace, seed) if not ok]
     if failed:
         raise AssertionError("\n".join(failed))

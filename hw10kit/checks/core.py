@@ -183,3 +183,55 @@ def describe_mismatch(got, want, what="value") -> str:
     g, w = (got[i], want[i]) if diff.ndim else (float(got), float(want))
     where = f" at index {tuple(int(k) for k in i)}" if diff.ndim else ""
     return f"{what} is {g:.6g}{where}, expected {w:.6g} (difference {abs(g - w):.3g})"
+
+
+# ------------------------------------------------------------ one style for verdicts
+def softplus(t):
+    """log(1 + e^t) in float64, stable for any t."""
+    return np.logaddexp(0.0, np.asarray(t, np.float64))
+
+
+def log_sigmoid(t):
+    """log sigmoid(t) = -softplus(-t), stable for any t."""
+    return -softplus(-np.asarray(t, np.float64))
+
+
+def sigmoid(t):
+    return np.exp(log_sigmoid(t))
+
+
+def shape_guard(shape, want=(), what="the value", fix="") -> str | None:
+    """None when ``shape`` (a list, as probes report it) is ``want``; else a message that
+    says so, and how to fix it (``fix``). ``want=()`` asks for a scalar."""
+    if list(shape) == list(want):
+        return None
+    expected = "a scalar" if not want else f"shape {tuple(want)}"
+    return f"{what} has shape {tuple(shape)}, expected {expected}" + (f": {fix}" if fix else "")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A wrong answer students write: its value on the check's inputs, and the hint
+    that names it (said only when the answer matches that value)."""
+    value: object
+    hint: str
+
+
+def reference_verdict(got, want, *, what: str, formula: str = "", mistakes=(), rtol: float = 1e-4,
+                      where: str = "", fallback: str | None = None) -> tuple:
+    """(passed, message) comparing ``got`` with the reference ``want`` (``close_rel``).
+    On a miss the message gives the numbers and the hint of the first matching
+    ``Mistake``, else ``fallback`` (if any): a hint is said only for the mistake it names."""
+    expected = f" = {formula}" if formula else ""
+    if close_rel(got, want, rtol=rtol):
+        return True, f"{what} is correct{where}" + (f": {formula}" if formula else "")
+    got64 = np.asarray(got, np.float64)
+    if got64.shape == np.shape(want) and not np.all(np.isfinite(got64)):
+        hint = next((m.hint for m in mistakes if not np.all(np.isfinite(np.asarray(m.value, np.float64)))), fallback)
+        return False, f"{what} contains NaN or inf{where}" + (f": {hint}" if hint else "")
+    hint = next((m.hint for m in mistakes if close_rel(got, m.value, rtol=rtol)), fallback)
+    if got64.ndim == 0 and np.ndim(want) == 0:
+        message = f"{what} = {float(got64):.6g}{where}, expected {float(want):.6g}{expected}"
+    else:
+        message = describe_mismatch(got, want, what) + where
+    return False, message + (f": {hint}" if hint else "")
