@@ -196,3 +196,12 @@ def test_every_manifest_problem_declares_a_check_module_a_probe_module_and_a_hid
             assert (REPO / (module.replace(".", "/") + ".py")).is_file()
         assert (REPO / "autograder" / (p.hidden.replace(".", "/") + ".py")).is_file()
 
+
+
+def test_make_bench_runs_only_the_benchmarks_the_manifest_declares():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "bench", "nosuch"], cwd=REPO, capture_output=True, text=True)
+    declared = ", ".join(p.key for p in manifest.PROBLEMS if p.bench)
+    assert proc.returncode == 2 and f"declared: {declared}" in proc.stderr

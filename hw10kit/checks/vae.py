@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import stats, vae_probes
-from .core import Check, close, close_rel, describe_mismatch
+from .core import Check, Mistake, close, close_rel, describe_mismatch, reference_verdict, shape_guard, softplus
 
 DELTA = stats.DELTA
 
@@ -72,7 +72,7 @@ def _three_scalars(inputs, out):
 
 
 def _sum_consistent(inputs, out):
-    if any(out[n + "_shape"] != [] for n in ("nelbo", "kl", "rec")):
+    if any(shape_guard(out[n + "_shape"]) for n in ("nelbo", "kl", "rec")):
         return False, "nelbo, kl and rec must be scalars first"
     if not close(out["nelbo"], out["kl"] + out["rec"], rtol=1e-5, atol=1e-4):
         return False, (f"nelbo = {float(out['nelbo']):.6g} but kl + rec = "
@@ -107,10 +107,6 @@ def _grad_v_exact(inputs, out):
                    + describe_mismatch(out["grad_v"], want, "the gradient") + ".")
 
 
-def softplus(x):
-    return np.logaddexp(0.0, x)
-
-
 def encode(inputs, x):
     x = np.asarray(x, np.float64)
     m = x @ inputs["A"].astype(np.float64) + inputs["a"]
@@ -129,44 +125,33 @@ def rec_of_logits(x, logits):
 
 
 def scalar_of(out, name):
-    if out[name + "_shape"] != []:
-        raise ValueError(f"{name} has shape {tuple(out[name + '_shape'])}; it must be a scalar")
+    problem = shape_guard(out[name + "_shape"], (), name, "average it over the batch (.mean())")
+    if problem:
+        raise ValueError(problem)
     return float(out[name])
 
 
 def kl_verdict(inputs, out):
-    kl, want = scalar_of(out, "kl"), kl_reference(inputs)
-    if close_rel(kl, want, rtol=1e-4):
-        return True, "KL term is correct"
-    batch = inputs["x"].shape[0]
-    hint = ""
-    if abs(kl) < 1e-8:
-        hint = " The KL term is missing."
-    elif close_rel(kl, -want, rtol=1e-4):
-        hint = " It has the wrong sign: KL(q || p) is non-negative."
-    elif close_rel(kl, want * batch, rtol=1e-4):
-        hint = " It is summed over the batch: average it (.mean())."
-    return False, (f"kl = {kl:.6g}, expected {want:.6g} = mean over the batch of "
-                   f"KL(q(z|x) || N(0, I)).{hint}")
+    want, batch = kl_reference(inputs), inputs["x"].shape[0]
+    return reference_verdict(scalar_of(out, "kl"), want, what="kl",
+                             formula="mean over the batch of KL(q(z|x) || N(0, I))", mistakes=[
+                                 Mistake(0.0, "the KL term is missing"),
+                                 Mistake(-want, "it has the wrong sign: KL(q || p) is non-negative"),
+                                 Mistake(want * batch, "it is summed over the batch: average it (.mean())")])
 
 
 def rec_verdict(inputs, out):
-    rec = scalar_of(out, "rec")
     x, c = inputs["x"].astype(np.float64), inputs["c"].astype(np.float64)
     want = float(np.mean(rec_of_logits(x, c)))
-    if close_rel(rec, want, rtol=1e-4):
-        return True, "reconstruction term is correct"
-    hint = ""
     sig = 1.0 / (1.0 + np.exp(-c))
-    if close_rel(rec, np.mean(rec_of_logits(x, sig)), rtol=1e-4):
-        hint = (" It matches sigmoid applied before a with-logits loss: pass the decoder's logits "
-                "to log_bernoulli_with_logits directly.")
-    elif close_rel(rec, -want, rtol=1e-4):
-        hint = " It has the wrong sign: rec = -log p(x|z) is non-negative."
-    elif close_rel(rec, want * x.shape[0], rtol=1e-4):
-        hint = " It is summed over the batch: average it (.mean())."
-    return False, (f"with a decoder whose logits ignore z, rec = {rec:.6g}, expected {want:.6g} "
-                   f"= mean over the batch of -log p(x|z).{hint}")
+    ok, message = reference_verdict(
+        scalar_of(out, "rec"), want, what="with a decoder whose logits ignore z, rec",
+        formula="mean over the batch of -log p(x|z)", mistakes=[
+            Mistake(np.mean(rec_of_logits(x, sig)), "it matches sigmoid applied before a with-logits loss: "
+                    "pass the decoder's logits to log_bernoulli_with_logits directly"),
+            Mistake(-want, "it has the wrong sign: rec = -log p(x|z) is non-negative"),
+            Mistake(want * x.shape[0], "it is summed over the batch: average it (.mean())")])
+    return ok, ("reconstruction term is correct" if ok else message)
 
 
 def _grad_through_sample(inputs, out):
