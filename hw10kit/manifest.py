@@ -161,6 +161,7 @@ class Loaded:
     problem: Problem
     public: list = field(default_factory=list)
     hidden: list = field(default_factory=list)
+    references: dict = field(default_factory=dict)  # the hidden module's REFERENCES
 
 
 def public_checks(problem: Problem) -> list:
@@ -172,18 +173,26 @@ def load(problem: Problem, *, hidden: bool = True) -> Loaded:
     """Import a problem's checks and check them against its declaration. Raises
     whatever the import raises, or ManifestError naming the fix."""
     public = public_checks(problem)
-    hidden_checks = list(importlib.import_module(problem.hidden).HIDDEN) if hidden else []
-    check_problem(problem, public, hidden_checks if hidden else None)
-    return Loaded(problem, public, hidden_checks)
+    module = importlib.import_module(problem.hidden) if hidden else None
+    hidden_checks = list(module.HIDDEN) if hidden else []
+    references = dict(getattr(module, "REFERENCES", {})) if hidden else {}
+    check_problem(problem, public, hidden_checks if hidden else None, references if hidden else None)
+    return Loaded(problem, public, hidden_checks, references)
 
 
-def check_problem(problem: Problem, public: list, hidden: list | None) -> None:
+def check_problem(problem: Problem, public: list, hidden: list | None, references: dict | None = None) -> None:
     """Every check targets a declared question, under its label, with a probe the sandbox
-    can import; every question has public checks; the points add up."""
+    can import and a reference the hidden module defines; every question has public
+    checks; the points add up."""
     from .checks.core import probe_id, resolve_probe
 
     declared = {q.target: q for q in problem.questions}
     where = f"problem {problem.key!r}"
+    if references is not None:
+        for c in [*public, *(hidden or [])]:
+            if c.reference is not None and c.reference not in references:
+                raise ManifestError(f"{where}: check {c.name!r} compares with the reference {c.reference!r}, "
+                                    f"which {problem.hidden}.REFERENCES does not define")
     for kind, checks, module in (("public", public, problem.public), ("hidden", hidden or [], problem.hidden)):
         for c in checks:
             q = declared.get(c.target)

@@ -17,6 +17,10 @@ MNIST_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+#: Kit files the grader needs but students must not get (each is an answer), relative to
+#: hw10kit/: left out of release/hw10/hw10kit, kept in the autograder zip.
+GRADER_ONLY = ("checks/stand_ins.py",)
+
 #: Files at the root of the autograder zip (besides the hw10grader and hw10kit packages).
 AUTOGRADER_ROOT_FILES = ("setup.sh", "run_autograder", "requirements-grader.txt")
 #: Root files of the zip that must be executable.

@@ -41,7 +41,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from .autograder_zip import build_zip
 from .files import FILE_MODE, BuildError, copy_file, iter_files
-from .layout import MNIST_FILES, Layout
+from .layout import GRADER_ONLY, MNIST_FILES, Layout
 from .preprocessors import SOLUTION_PREPROCESSORS, StripVolatileMetadata
 from .validate import check_course
 
@@ -141,11 +141,12 @@ def generate_assignment(layout: Layout, config: Config) -> list[Path]:
 
 
 def copy_kit(layout: Layout) -> list[Path]:
-    """``hw10kit/`` -> ``release/hw10/hw10kit/`` (no caches)."""
+    """``hw10kit/`` -> ``release/hw10/hw10kit/`` (no caches, none of ``GRADER_ONLY``)."""
     dest = layout.release / "hw10kit"
     if dest.exists():
         shutil.rmtree(dest)
-    return [copy_file(f, dest / f.relative_to(layout.kit)) for f in iter_files(layout.kit)]
+    return [copy_file(f, dest / f.relative_to(layout.kit)) for f in iter_files(layout.kit)
+            if f.relative_to(layout.kit).as_posix() not in GRADER_ONLY]
 
 
 def copy_data(layout: Layout) -> list[Path]:

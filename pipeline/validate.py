@@ -1,6 +1,8 @@
 """The build's check of the manifest against the course: every problem's checks load and
 agree with their declaration (``hw10kit.manifest.load``), and every master and release
-notebook agrees with it (points, headings, check cells, graded functions).
+notebook agrees with it (points, headings, check cells, graded functions). It also stores
+what the notebook's public checks compare with: fixed inputs and the judge's expected
+values (``hw10kit/checks/expected/<key>.json``), so that the kit ships no reference formula.
 
 It runs in a child process whose path is the course root being built (``python -m
 pipeline.validate --root <root>``), so that it checks that root's own manifest, kit and
@@ -18,15 +20,38 @@ from pathlib import Path
 from .files import BuildError
 
 
-def problems_in(root: Path) -> list[str]:
-    """Every disagreement between the manifest and the course at ``root`` (empty: none)."""
+def write_expected(root: Path, loaded) -> Path | None:
+    """``hw10kit/checks/expected/<key>.json`` for one loaded problem (None: nothing to store)."""
+    from hw10kit.checks import wire
+    from hw10kit.checks.core import References, stored_cases
+
+    path = root / "hw10kit" / "checks" / "expected" / f"{loaded.problem.key}.json"
+    cases = stored_cases(loaded.public, References(loaded.references))
+    if not cases:
+        path.unlink(missing_ok=True)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(wire.dumps(cases))
+    path.chmod(0o644)
+    return path
+
+
+def problems_in(root: Path, store: bool = False) -> list[str]:
+    """Every disagreement between the manifest and the course at ``root`` (empty: none);
+    with ``store``, the public checks' expected values are written too."""
     from hw10kit import manifest
 
     found = []
     source, release = root / "source" / "hw10", root / "release" / "hw10"
+    expected = root / "hw10kit" / "checks" / "expected"
+    for stale in sorted(expected.glob("*.json")) if store else []:
+        if stale.stem not in manifest.BY_KEY:
+            stale.unlink()
     for problem in manifest.PROBLEMS:
         try:
-            manifest.load(problem)
+            loaded = manifest.load(problem)
+            if store:
+                write_expected(root, loaded)
         except Exception as exc:  # noqa: BLE001 - report every problem's fault, not the first
             found.append(f"problem {problem.key!r}: {type(exc).__name__}: {exc}")
         for folder, is_release in ((source, False), (release, True)):
@@ -43,10 +68,11 @@ def problems_in(root: Path) -> list[str]:
 
 
 def check_course(root: Path) -> None:
-    """Run ``problems_in`` for ``root`` in a child process; BuildError listing them all."""
+    """Run ``problems_in`` for ``root`` in a child process, storing the public checks'
+    expected values; BuildError listing every disagreement."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "autograder")]),
            "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.validate", "--root", str(root)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.validate", "--root", str(root), "--store"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         detail = proc.stdout.strip() or proc.stderr.strip()[-3000:]
@@ -56,9 +82,11 @@ def check_course(root: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.validate")
     parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--store", action="store_true",
+                        help="also write hw10kit/checks/expected/<key>.json (the build does)")
     args = parser.parse_args(argv)
     try:
-        found = problems_in(args.root.resolve())
+        found = problems_in(args.root.resolve(), store=args.store)
     except Exception as exc:  # noqa: BLE001 - the manifest itself failed to load
         print(f"{type(exc).__name__}: {exc}")
         return 1

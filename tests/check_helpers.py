@@ -13,8 +13,8 @@ SEED = 2024
 
 def grade(ns: dict, target: str, seed: int = SEED) -> dict:
     """``{check title: (passed, message)}`` for every check of ``target``."""
-    checks = [c for q in QUESTIONS if q.target == target for c in q.checks]
-    return {c.title: (ok, msg) for c, ok, msg, _ in run_checks(checks, ns, seed)}
+    (question,) = [q for q in QUESTIONS if q.target == target]
+    return {c.title: (ok, msg) for c, ok, msg, _ in run_checks(question.checks, ns, seed, question.references)}
 
 
 def with_code(ns: dict, code: str, **names) -> dict:

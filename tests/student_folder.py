@@ -41,8 +41,8 @@ def make_release_folder(base: Path, *, filled: bool = True) -> Path:
     shutil.copy(SOURCE / "experiment.py", folder / "experiment.py")
     for name in NOTEBOOKS:
         write_student_notebook(SOURCE / name, folder / name, filled=filled)
-    shutil.copytree(ROOT / "hw10kit", folder / "hw10kit",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "hw10kit", folder / "hw10kit",  # as released: no grader-only stand-ins
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "stand_ins.py"))
     (folder / "data").symlink_to(hw10data.find_root(ROOT).resolve(), target_is_directory=True)
     return folder
 

@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from hw10kit import manifest
-from hw10kit.checks.core import Check
+from hw10kit.checks.core import Check, References
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Question:
     public: tuple = field(default=(), compare=False)
     hidden: tuple = field(default=(), compare=False)
     broken: str | None = None  # why this problem's checks could not be loaded
+    references: References = field(default_factory=References, compare=False)
 
     @property
     def checks(self) -> list[Check]:
@@ -55,7 +56,8 @@ def questions_of(problem) -> list[Question]:
         loaded, broken = manifest.Loaded(problem), _why(problem, exc)
     return [Question(f"{problem.number}.{k}", q.label, q.target, problem.notebook, problem.keyword,
                      float(q.points), tuple(c for c in loaded.public if c.target == q.target),
-                     tuple(c for c in loaded.hidden if c.target == q.target), broken)
+                     tuple(c for c in loaded.hidden if c.target == q.target), broken,
+                     References(loaded.references))
             for k, q in enumerate(problem.questions, start=1)]
 
 

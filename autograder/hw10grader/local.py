@@ -24,7 +24,8 @@ def run_hidden(target: str, namespace: dict | None = None, seed: int | None = No
     if question.broken:
         raise AssertionError(question.broken)
     checks = question.checks
-    failed = [f"{c.name}: {msg}" for c, ok, msg, _ in run_checks(checks, namespace, seed) if not ok]
+    failed = [f"{c.name}: {msg}" for c, ok, msg, _ in run_checks(checks, namespace, seed, question.references)
+              if not ok]
     if failed:
         raise AssertionError("\n".join(failed))
     print(f"{target}: all {len(checks)} checks passed (seed {seed})")

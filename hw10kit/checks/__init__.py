@@ -10,7 +10,7 @@ import inspect
 import os
 
 from ..manifest import BY_TARGET, problem_of, public_checks
-from .core import run_checks
+from .core import StoredReferences, run_checks
 
 TARGETS = sorted(BY_TARGET)
 
@@ -41,7 +41,8 @@ def check(target: str, namespace: dict | None = None, seed: int | None = None) -
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
     checks = [c for c in public_checks(problem) if c.target == target]
     passed = 0
-    for c, ok, message, unfinished in run_checks(checks, namespace, seed):
+    # the values the build stored on fixed inputs: the kit holds no reference formulas
+    for c, ok, message, unfinished in run_checks(checks, namespace, seed, StoredReferences(problem.key)):
         if unfinished:  # said once, instead of one traceback per check
             print(f"\u2718 {message}")
             print(f"{target}: 0/{len(checks)} public checks run; fill it in first.")

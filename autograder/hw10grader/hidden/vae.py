@@ -8,11 +8,53 @@ from __future__ import annotations
 
 import numpy as np
 from hw10kit.checks import stats, vae_probes
-from hw10kit.checks.core import Check, softplus
-from hw10kit.checks.vae import (Q2A, Q2B, noise_of, encode, kl_verdict, rec_of_logits, rec_verdict,
-                                scalar_of, gaussian_inputs, linear_vae_inputs)
+from hw10kit.checks.core import Check, Mistake, expectation, softplus
+from hw10kit.checks.vae import (Q2A, Q2B, noise_of, kl_verdict, rec_verdict, scalar_of, gaussian_inputs,
+                                linear_vae_inputs)
 
 DELTA = stats.DELTA
+
+
+# ---------------------------------------------------------------- references (judge side only)
+def encode(inputs, x):
+    """The probe's linear encoder: (m, v) = (x A + a, softplus(x B + b) + 1e-8)."""
+    x = np.asarray(x, np.float64)
+    m = x @ inputs["A"].astype(np.float64) + inputs["a"]
+    v = softplus(x @ inputs["B"].astype(np.float64) + inputs["b"]) + 1e-8
+    return m, v
+
+
+def kl_reference(inputs) -> float:
+    m, v = encode(inputs, inputs["x"])
+    return float(np.mean(0.5 * np.sum(-np.log(v) + v + m**2 - 1.0, axis=1)))
+
+
+def rec_of_logits(x, logits):
+    """-log Bern(x | sigmoid(logits)) summed over pixels, per example."""
+    return np.sum(softplus(logits) - x * logits, axis=-1)
+
+
+def kl_expected(inputs) -> dict:
+    want, batch = kl_reference(inputs), inputs["x"].shape[0]
+    return expectation(want, [Mistake(0.0, "the KL term is missing"),
+                              Mistake(-want, "it has the wrong sign: KL(q || p) is non-negative"),
+                              Mistake(want * batch, "it is summed over the batch: average it (.mean())")])
+
+
+def rec_expected(inputs) -> dict:
+    """rec for a decoder whose logits are the constant c (z is ignored)."""
+    x, c = inputs["x"].astype(np.float64), inputs["c"].astype(np.float64)
+    want = float(np.mean(rec_of_logits(x, c)))
+    sig = 1.0 / (1.0 + np.exp(-c))
+    return expectation(want, [
+        Mistake(float(np.mean(rec_of_logits(x, sig))), "it matches sigmoid applied before a with-logits "
+                "loss: pass the decoder's logits to log_bernoulli_with_logits directly"),
+        Mistake(-want, "it has the wrong sign: rec = -log p(x|z) is non-negative"),
+        Mistake(want * x.shape[0], "it is summed over the batch: average it (.mean())")])
+
+
+#: Reference values by key (``Check.reference``): computed here, sent to no sandbox.
+REFERENCES = {"kl": kl_expected, "rec": rec_expected}
 
 
 # ---------------------------------------------------------------- sample_gaussian
@@ -137,10 +179,11 @@ HIDDEN = [
           lambda rng: gaussian_inputs(rng, (64, 32), calls=2), vae_probes.sample_gaussian_call,
           _fresh_noise, false_failure=1e-30),
     Check(Q2B, "negative_elbo_bound", "KL term on other shapes", 0.5,
-          lambda rng: linear_vae_inputs(rng, z_dim=7, batch=3), vae_probes.negative_elbo_call, kl_verdict),
+          lambda rng: linear_vae_inputs(rng, z_dim=7, batch=3), vae_probes.negative_elbo_call, kl_verdict,
+          reference="kl"),
     Check(Q2B, "negative_elbo_bound", "reconstruction term on other shapes", 0.5,
           lambda rng: linear_vae_inputs(rng, z_dim=2, batch=11, decoder="constant"),
-          vae_probes.negative_elbo_call, rec_verdict),
+          vae_probes.negative_elbo_call, rec_verdict, reference="rec"),
     Check(Q2B, "negative_elbo_bound", "rec uses one sample z ~ q(z|x)", 1.5,
           sampled_rec_inputs, vae_probes.negative_elbo_call, _sampled_rec_verdict, false_failure=DELTA),
 ]
