@@ -87,6 +87,14 @@ PROBLEMS: tuple = (
         public="hw10kit.checks.gan", probes="hw10kit.checks.gan_probes", hidden="hw10grader.hidden.gan",
         experiment="hw10kit.gan_training:EXPERIMENT", bench="bench.gan",
         bench_target="2x the conventional pipeline's speed; Inception Score within 10% of real digits'"),
+    Problem(
+        key="diffusion", number=4, title="Diffusion models: the closed forms", notebook="hw10_diffusion.ipynb",
+        keyword="diffusion",
+        questions=(Question("Q4(a)", "alpha_bar", 1.5), Question("Q4(a)", "q_xt_given_x0", 2),
+                   Question("Q4(a)", "q_sample", 1.5), Question("Q4(b)", "q_posterior", 3)),
+        written=(Written("Q4(a)", 3), Written("Q4(b)", 4)),
+        public="hw10kit.checks.diffusion", probes="hw10kit.checks.diffusion_probes",
+        hidden="hw10grader.hidden.diffusion"),
     # new problems go above this line (python -m pipeline.scaffold adds one here)
 )
 
