@@ -312,3 +312,32 @@ def notebook_problems(problem: Problem, nb: dict, *, release: bool = False) -> l
                         f"hw10kit/manifest.py gives {problem.written_points:g} "
                         f"({', '.join(f'{w.label} {w.points:g}' for w in problem.written)})")
     return problems
+
+
+def summary(problems=None) -> str:
+    """A table of the problems, their questions, points and checks (``python -m hw10kit.manifest``)."""
+    problems = PROBLEMS if problems is None else problems
+    lines = []
+    for p in problems:
+        lines.append(f"Problem {p.number} ({p.key}): {p.title}, {p.notebook}: {p.autograded_points:g} autograded + "
+                     f"{p.written_points:g} written points")
+        try:
+            loaded = load(p)
+        except Exception as exc:  # noqa: BLE001 - the summary shows a broken problem, not a traceback
+            lines.append(f"  BROKEN: {type(exc).__name__}: {exc}")
+            loaded = None
+        for q in p.questions:
+            counts = ""
+            if loaded is not None:
+                counts = (f"  ({sum(c.target == q.target for c in loaded.public)} public, "
+                          f"{sum(c.target == q.target for c in loaded.hidden)} hidden checks)")
+            lines.append(f"  {q.label} {q.target}: {q.points:g}{counts}")
+        for w in p.written:
+            lines.append(f"  {w.label} written: {w.points:g}")
+    total = sum(p.autograded_points for p in problems), sum(p.written_points for p in problems)
+    lines.append(f"Total: {total[0]:g} autograded + {total[1]:g} written = {sum(total):g} points")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(summary())

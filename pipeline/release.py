@@ -219,7 +219,7 @@ def build(root: str | Path) -> dict:
         raise BuildError(
             f"nbgrader wrote {[p.name for p in release_notebooks]} for masters "
             f"{[p.name for p in masters]}")
-    check_course(layout.root)
+    manifest_summary = check_course(layout.root)
     copy_kit(layout)
     copy_data(layout)
     solutions = write_solutions(layout, config, masters)
@@ -234,6 +234,7 @@ def build(root: str | Path) -> dict:
         "zip_entries": zip_info["entries"],
         "zip_bytes": layout.zip.stat().st_size,
         "seconds": time.perf_counter() - start,
+        "manifest": manifest_summary,
     }
 
 
@@ -253,5 +254,7 @@ def format_summary(summary: dict) -> str:
         f"zip:       {rel(summary['zip'])}: {summary['zip_entries']} entries, "
         f"{summary['zip_bytes']:,} bytes",
         f"done in {summary['seconds']:.1f} s",
+        "",
+        summary.get("manifest", ""),
     ]
     return "\n".join(lines)

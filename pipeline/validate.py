@@ -67,9 +67,10 @@ def problems_in(root: Path, store: bool = False) -> list[str]:
     return found
 
 
-def check_course(root: Path) -> None:
+def check_course(root: Path) -> str:
     """Run ``problems_in`` for ``root`` in a child process, storing the public checks'
-    expected values; BuildError listing every disagreement."""
+    expected values; BuildError listing every disagreement. Returns the manifest's summary
+    (problems, questions, points, checks)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "autograder")]),
            "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, "-m", "pipeline.validate", "--root", str(root), "--store"],
@@ -77,6 +78,7 @@ def check_course(root: Path) -> None:
     if proc.returncode != 0:
         detail = proc.stdout.strip() or proc.stderr.strip()[-3000:]
         raise BuildError("the manifest (hw10kit/manifest.py) and the course disagree:\n" + detail)
+    return proc.stdout.strip()
 
 
 def main(argv=None) -> int:
@@ -92,6 +94,10 @@ def main(argv=None) -> int:
         return 1
     for line in found:
         print(f"- {line}")
+    if not found:
+        from hw10kit.manifest import summary
+
+        print(summary())
     return 1 if found else 0
 
 
