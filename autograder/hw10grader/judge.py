@@ -23,7 +23,7 @@ from hw10kit import notebook
 from hw10kit.checks.core import judge as judge_reply
 from hw10kit.checks.core import probe_id
 
-from . import reading, results, submission
+from . import reading, resources, results, submission
 from .assignment import QUESTIONS
 from .sandbox import Limits, Sandbox, SandboxError, sweep_active
 
@@ -33,25 +33,15 @@ SAFETY_S = 10.0
 OUT_OF_BUDGET = "Grading ran out of its overall time budget; checks that had not finished score 0."
 
 
-def _memory_limit_bytes() -> int | None:
-    """The container's memory limit (cgroup v2 or v1), if any."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 50:
-            return int(text)
-    return None
-
-
-def default_parallel() -> int:
-    """Questions graded at once: ``HW10_PARALLEL``, else 2, or 1 where a container has
-    under 1.5 GB (each sandbox imports torch, about 250 MB)."""
+def default_parallel(root="/") -> int:
+    """Questions graded at once: ``HW10_PARALLEL``, else 2 where two sandboxes fit beside
+    the judge in the memory that applies to this process (its own cgroups up to the root,
+    and the machine's memory, ``resources``) and it has two whole CPUs (cgroup quota and
+    affinity); else 1. Gradescope's default container (768 MB, half a CPU) gets 1."""
     if os.environ.get("HW10_PARALLEL"):
         return max(1, int(os.environ["HW10_PARALLEL"]))
-    limit = _memory_limit_bytes()
-    return 1 if (limit is not None and limit < 1.5 * 2**30) or (os.cpu_count() or 1) < 2 else 2
+    return resources.parallel_for(resources.memory_limit_bytes(root),
+                                  resources.memory_available_bytes(root), resources.cpus(root))
 
 
 def _entries(questions):
@@ -133,41 +123,82 @@ def _grade_question(q, answer, entries, seed: int, deadline: float, notes: list)
                              f"the course staff.\n{why}")
 
 
-def _grade_question_checks(q, answer, entries, seed: int, deadline: float, notes: list) -> None:
+def _grade_question_checks(q, answer, entries, seed: int, deadline: float, notes: list,
+                           gate: resources.Gate = resources.GATE) -> None:
+    """Run the question's checks in a sandbox, beside the other questions. A sandbox
+    that the kernel killed for memory while another question ran beside it is not
+    charged: the checks it did not finish run again in a fresh sandbox, alone (no other
+    question starts meanwhile). A kill while it ran alone is charged, and says so."""
+    for chunk in answer.chunks:  # what the reader refused to run, said once per notebook
+        for r in getattr(chunk, "refused", []):
+            text = (f"{q.notebook}: {chunk.label or f'code cell {chunk.cell}'}, line {r['line']} "
+                    f"(`{r['text']}`) was not run: {r['refused']}")
+            if text not in notes:
+                notes.append(text)
     limits = Limits()
+    start, killed = 0, None  # the first check not yet graded; what ended the last sandbox
+    for attempt in ("shared", "alone"):
+        context = gate.shared() if attempt == "shared" else gate.alone(deadline - 5)
+        with context as slot:
+            if slot is False:  # no moment alone before the deadline: charge the first kill
+                break
+            killed, start = _run_checks_once(q, answer, entries, start, seed, deadline, notes, limits)
+        if killed is None:
+            return
+        if attempt == "shared" and slot.crowded and killed.memory_kill:
+            notes.append(f"{q.label} {q.target}: its sandbox was killed for lack of memory while another "
+                         "question was graded beside it; it was graded again alone (this costs nothing).")
+            continue
+        break
+    why = str(killed)
+    if killed.memory_kill and slot is not False and (attempt == "alone" or not slot.crowded):
+        why += ("\n(Your code ran alone, no other question was graded beside it: the memory it used "
+                "is what the kernel stopped.)")
+    for e in entries[start:]:
+        e.set(False, why + _failure_note(answer, getattr(killed, "failures", [])))
+
+
+def _run_checks_once(q, answer, entries, start, seed, deadline, notes, limits):
+    """One sandbox for the checks from ``start`` on: (the SandboxError that ended it, or
+    None, and the index of the first check it did not grade). Checks are independent
+    (their own inputs and torch seed), so a rerun starts where a killed sandbox stopped."""
     q_deadline = min(time.monotonic() + limits.wall_s, deadline)
     if q_deadline - time.monotonic() < 5:
-        for e in entries:
+        for e in entries[start:]:
             e.set(False, "not graded: the autograder ran out of time before this question "
                          "(this is not about your code; please tell the course staff)")
-        return
+        return None, len(entries)
     try:
         box = Sandbox(answer.chunks, limits, q_deadline)
     except SandboxError as exc:
-        for e in entries:
-            e.set(False, f"{q.target} could not be loaded: {exc}")
-        return
+        exc.args = (f"{q.target} could not be loaded: {exc}",)
+        return exc, start
     if box.note and box.note not in notes:
         notes.append(box.note)
     try:
         note = _failure_note(answer, box.failures)
-        for check, entry in zip(q.checks, entries):
-            inputs = check.inputs(check.rng(seed))
+        for index in range(start, len(entries)):
+            check, entry = q.checks[index], entries[index]
+            inputs, judged = q.references.case(check, seed)  # only `inputs` reach the sandbox
             try:
                 reply = box.request(probe_id(check.probe), check.target, inputs, check.torch_seed(seed))
             except SandboxError as exc:
-                for e in entries[entries.index(entry):]:
-                    e.set(False, str(exc) + note)
-                return
+                exc.failures = box.failures
+                return exc, index
             try:
-                passed, message = judge_reply(check, inputs, reply)
+                passed, message = judge_reply(check, judged, reply)
                 if check.false_failure and "error" not in reply:  # only a verdict that ran is stochastic
                     message += (f" [stochastic check: a correct answer fails it with probability at "
                                 f"most {check.false_failure:.0e}]")
-                entry.set(passed, message if passed else message + _skipped_hint(answer, message) + note)
+                if reply.get("internal") and passed:
+                    notes.append(f"{check.name}: internal error in the check (not the student's code); "
+                                 "the check was given its points. Please tell the course staff.")
+                entry.set(passed, message if passed or reply.get("tampered")
+                          else message + _skipped_hint(answer, message) + note)
             except Exception as exc:  # noqa: BLE001 - one check's fault costs that check only
                 entry.set(False, f"this check could not judge the reply ({type(exc).__name__}); "
                                  "please tell the course staff")
+        return None, len(entries)
     finally:
         box.close()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hw10kit.checks import wire
 
-from . import sandbox_users
+from . import resources, sandbox_users
 
 WORKER_SOURCE = (Path(__file__).with_name("worker.py")).read_text()
 KIT_DIR = os.environ.get("HW10_KIT_DIR") or str(Path(__file__).resolve().parents[1]
@@ -47,7 +47,13 @@ class Limits:
 
 class SandboxError(Exception):
     """The sandboxed process died, timed out or broke the protocol; the message is
-    written for the student."""
+    written for the student. ``memory_kill``: it was SIGKILLed while the kernel's OOM
+    killer was at work (or could not tell), so it may have died for another process's
+    memory."""
+
+    def __init__(self, message: str, memory_kill: bool = False):
+        super().__init__(message)
+        self.memory_kill = memory_kill
 
 
 #: Set by ``make grade`` and the tests (never on Gradescope): a root judge whose Python
@@ -199,6 +205,7 @@ class Sandbox:
         python = python or os.environ.get("HW10_WORKER_PYTHON") or sys.executable
         self.lease, self.note = choose_identity(python, deadline)
         self.token = f"HW10_SANDBOX={os.urandom(8).hex()}"
+        self.oom_before = resources.oom_kills()
         try:
             self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
             if self.lease:
@@ -325,21 +332,33 @@ class Sandbox:
         why = {None: "stopped answering", -9: "was killed (out of memory or CPU time?)",
                -24: "ran out of CPU time", -11: "crashed (segmentation fault)"}.get(
             code, f"exited with code {code}")
+        memory_kill = False
+        if code == -9:
+            after = resources.oom_kills()
+            memory_kill = after is None or self.oom_before is None or after > self.oom_before
+            if after is not None and self.oom_before is not None and after > self.oom_before:
+                limit = resources.memory_limit_bytes()
+                room = f" ({limit / 2**20:.0f} MB for the grader and your code together)" if limit else ""
+                why = f"was killed by the kernel: the machine ran out of memory{room}"
         self.output.thread.join(timeout=2)
         tail = self.output.text.strip()
         tail = f"\nLast output:\n{tail[-1500:]}" if tail else ""
-        return SandboxError(f"the process running your code {why}.{tail}")
+        return SandboxError(f"the process running your code {why}.{tail}", memory_kill)
 
     def request(self, probe: str, target: str, inputs: dict, torch_seed: int) -> dict:
         """One probe round trip: ``{"ok": outputs}`` or ``{"error": text}``."""
         self._next_id += 1
-        self._send({"id": self._next_id, "probe": probe, "target": target,
+        nonce = os.urandom(12).hex()  # a line written blindly to the reply descriptor lacks it
+        self._send({"id": self._next_id, "nonce": nonce, "probe": probe, "target": target,
                     "inputs": inputs, "torch_seed": torch_seed})
         reply = self._receive()
         if "unreadable" in reply:  # costs this check only
             return {"error": reply["unreadable"]}
-        if reply.get("id") != self._next_id or not ("ok" in reply or "error" in reply):
-            raise SandboxError("the reply from your code's process did not follow the protocol")
+        if reply.get("id") != self._next_id or reply.get("nonce") != nonce \
+                or not ("ok" in reply or "error" in reply):
+            raise SandboxError("the reply from your code's process did not follow the protocol "
+                               "(a line that the grader's worker did not write reached its reply "
+                               "channel: does your code write to file descriptors it did not open?)")
         return reply
 
     def close(self):

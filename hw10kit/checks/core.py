@@ -133,7 +133,7 @@ def call_probe(probe, target: str, namespace: dict, inputs: dict, torch_seed: in
     An exception whose traceback holds no line of the student's cells is not reported
     as theirs: the reply says ``"internal": True``, with the probe's own traceback, and
     ``judge`` decides (it reruns the probe without the student's code). A graded name
-    bound to the kit's own function (``sample_gaussian = reference_sample_gaussian``)
+    bound to one of the kit's own functions (``from hw10kit... import f as sample_gaussian``)
     is refused."""
     try:
         import types
