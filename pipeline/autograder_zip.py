@@ -28,6 +28,9 @@ from .layout import AUTOGRADER_EXECUTABLES, AUTOGRADER_ROOT_FILES, Layout
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 UNIX = 3
 REGULAR_FILE = 0o100000
+#: Kit files only a student's notebook reads: the stored expected values of the public
+#: checks (the judge computes its own from the references).
+STUDENT_ONLY = ("checks/expected/",)
 
 
 def zip_entries(layout: Layout) -> list[tuple[str, Path]]:
@@ -42,7 +45,8 @@ def zip_entries(layout: Layout) -> list[tuple[str, Path]]:
         files = iter_files(top) if top.is_dir() else []
         if not files:
             raise BuildError(f"autograder zip: {top} is missing or empty")
-        entries.extend((f"{package}/{f.relative_to(top).as_posix()}", f) for f in files)
+        entries.extend((f"{package}/{f.relative_to(top).as_posix()}", f) for f in files
+                       if not (package == "hw10kit" and f.relative_to(top).as_posix().startswith(STUDENT_ONLY)))
     return sorted(entries)
 
 

@@ -82,3 +82,11 @@ def test_the_notebook_uses_the_students_own_sampler_and_says_so_when_it_is_broke
     out = subprocess.run([sys.executable, "-c", code], cwd=built_course.release, env=env,
                          capture_output=True, text=True, timeout=120)
     assert "this check calls your own sample_gaussian" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_autograder_zip_leaves_out_the_values_only_a_notebook_reads(built_course):
+    import zipfile
+
+    names = zipfile.ZipFile(built_course.zip).namelist()
+    assert "hw10kit/checks/core.py" in names and "hw10kit/checks/stand_ins.py" in names
+    assert not [n for n in names if n.startswith("hw10kit/checks/expected/")]
