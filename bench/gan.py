@@ -39,6 +39,7 @@ from hw10kit import classifier as clf
 from hw10kit import data
 from hw10kit import gan_training as gt
 from hw10kit import sample_metrics as sm
+from hw10kit import training
 from hw10kit.notebook import load_definitions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +113,7 @@ def variant_it_s(loss_d, loss_g, *, preload, fused, sync_every, threads=None, ch
             gc.dim_z = g.dim_z
         if preload:
             images = data.load("train", root=ROOT / "data")[0].reshape(-1, 1, 28, 28)
-            batches = gt._batches(images, 100, None)
+            batches = training.batches(images, 100)
         else:
             def loader_batches():
                 while True:
@@ -272,7 +273,7 @@ def main(argv=None) -> int:
     fp32_wall, fp32_g, fp32_history = fast_run(args.iters, 0, loss_d, loss_g, precision="fp32")
     print(f"fast, float32: {fp32_wall:.1f} s", flush=True)
     report["speed"] = {"conventional_wall_s": round(conv_wall, 1), "fast_wall_s": round(fast_wall, 1),
-                       "fast_precision": fast_history["precision"],
+                       "fast_precision": fast_history["precision"], "fast_threads": fast_history["threads"],
                        "ratio_wall": round(conv_wall / fast_wall, 2),
                        "fast_fp32_wall_s": round(fp32_wall, 1),
                        "ratio_wall_fp32": round(conv_wall / fp32_wall, 2)}

@@ -30,7 +30,7 @@ def images():
 def _train(ns, images, **kw):
     torch.manual_seed(0)
     g, d = gt.Generator(64), gt.Discriminator()
-    kw = dict(dict(iter_max=6, seed=0, device=CPU, progress=False), **kw)
+    kw = dict(dict(iter_max=6, seed=0, device=CPU, progress=False, threads=1), **kw)  # threads: bit-identical runs
     history = gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], ns["loss_nonsaturating_g"], **kw)
     return g, d, history
 
@@ -63,7 +63,7 @@ def _train_from(init_seed, ns, images, *, seed, disturb):
     g, d = gt.Generator(64), gt.Discriminator()
     torch.manual_seed(disturb)  # the global state train_gan finds; seed= must override it
     return gt.train_gan(g, d, images, ns["loss_nonsaturating_d"], ns["loss_nonsaturating_g"],
-                        iter_max=4, seed=seed, device=CPU, progress=False)
+                        iter_max=4, seed=seed, device=CPU, progress=False, threads=1)
 
 
 def test_training_is_reproducible_for_a_given_seed_whatever_the_global_random_state(ns, images):
@@ -194,6 +194,19 @@ def test_a_loss_that_becomes_infinite_stops_training_with_a_pointer_to_the_check
     with pytest.raises(FloatingPointError, match="check cells"):
         gt.train_gan(gt.Generator(64), gt.Discriminator(), images, overflowing_d, overflowing_g,
                      iter_max=2, device=CPU, progress=False)
+
+
+def test_a_diverging_gan_stops_within_log_every_steps_not_after_training(ns, images):
+    calls = []
+
+    def nan_d(g, d, x, *, device):
+        calls.append(1)
+        return ns["loss_nonsaturating_d"](g, d, x, device=device) * float("nan")
+
+    with pytest.raises(FloatingPointError, match="loss_d became nan by iteration 5. Run the check cells"):
+        gt.train_gan(gt.Generator(64), gt.Discriminator(), images, nan_d, ns["loss_nonsaturating_g"],
+                     iter_max=1000, log_every=5, device=CPU, progress=False)
+    assert len(calls) == 5
 
 
 def test_a_generator_loss_that_does_not_reach_the_generator_stops_training_with_a_pointer(ns, images):
@@ -349,6 +362,7 @@ def test_experiment_cli_trains_the_notebook_gan_and_reports_sample_quality(tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "Classifier Inception Score of 10000 samples:" in proc.stdout
     assert "Frechet distance to the test digits" in proc.stdout
+    assert "A correct GAN reaches a classifier Inception Score of about 8.7" in proc.stdout
     run_dir = folder / "checkpoints" / "model=gan_z=64_run=0000"
     for name in ("samples.png", "loss.png", "model-00003.pt", "model-00006.pt"):
         assert (run_dir / name).is_file(), name

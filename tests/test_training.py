@@ -1,15 +1,19 @@
-"""VAE training and evaluation (hw10kit.vae_training) and the student CLI
-(source/hw10/experiment.py), run with the master notebook's solution code on CPU."""
+"""VAE training and evaluation (hw10kit.vae_training), the training harness every model
+shares (hw10kit.training: history, plot, batches, NaN guard, threads) and the VAE's
+``experiment.py``, run with the master notebook's solution code on CPU."""
 from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from hw10kit import data as hw10data
+from hw10kit import gan_training as gt
+from hw10kit import training
 from hw10kit import vae_training as vt
 from hw10kit.notebook import load_definitions
 from student_folder import make_release_folder, run_experiment
@@ -45,8 +49,8 @@ def test_training_lowers_the_nelbo_on_an_mnist_slice(ns, mnist):
     train, _, _ = mnist
     history = vt.train_vae(_model(ns), train, iter_max=80, device=CPU, progress=False,
                            log_every=20)
-    assert [it for it, _ in history] == list(range(1, 81))
-    losses = [loss for _, loss in history]
+    assert history["iteration"] == list(range(1, 81))
+    losses = history["nelbo"]
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 50  # starts near 540 nats
 
@@ -54,8 +58,8 @@ def test_training_lowers_the_nelbo_on_an_mnist_slice(ns, mnist):
 def test_training_is_reproducible_for_a_given_seed(ns, mnist):
     train, _, _ = mnist
     runs = [vt.train_vae(_model(ns, seed=3), train, iter_max=15, seed=3, device=CPU,
-                         progress=False) for _ in range(2)]
-    assert runs[0] == runs[1]
+                         progress=False, threads=1) for _ in range(2)]
+    assert runs[0]["nelbo"] == runs[1]["nelbo"]
 
 
 def test_training_calls_the_checkpoint_hook_every_save_interval_and_at_the_end(ns, mnist):
@@ -231,3 +235,159 @@ def test_each_epoch_visits_every_image_once_like_a_shuffled_dataloader():
     for epoch in epochs:
         assert sorted(epoch.tolist()) == list(range(300))
     assert not torch.equal(epochs[0], epochs[1])
+
+
+# --------------------------------------------------------------------- the harness (hw10kit.training)
+
+def test_the_vae_history_has_the_harness_format(ns, mnist):
+    history = vt.train_vae(_model(ns), mnist[0], iter_max=6, device=CPU, progress=False)
+    assert history["losses"] == vt.LOSSES and set(vt.LOSSES) == {"nelbo"}
+    assert history["iteration"] == list(range(1, 7)) and len(history["nelbo"]) == 6
+    assert history["precision"] == "fp32" and history["seconds"] > 0 and history["threads"] >= 1
+
+
+def test_every_model_plots_its_history_with_the_one_harness_plot(monkeypatch):
+    plotted = []
+    monkeypatch.setattr(training, "plot_history", lambda history, path=None, **kw: plotted.append(history))
+    vt.plot_loss_curve({"iteration": [1], "nelbo": [500.0], "losses": vt.LOSSES})
+    gt.plot_losses({"iteration": [1], "loss_d": [1.4], "loss_g": [0.7], "losses": gt.LOSSES})
+    assert [h["losses"] for h in plotted] == [vt.LOSSES, gt.LOSSES]
+
+
+def test_plot_history_draws_every_loss_with_its_label(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = {"iteration": list(range(1, 301)), "loss_d": [1.2] * 300, "loss_g": [0.8] * 300,
+               "losses": {"loss_d": "discriminator", "loss_g": "generator"}}
+    fig = training.plot_history(history, tmp_path / "loss.png")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    plt.close(fig)
+    assert labels == ["discriminator (mean of 60)", "generator (mean of 60)"]
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_loss_curve_still_takes_the_former_list_of_pairs(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = vt.plot_loss_curve([(i, 500.0 / i + 100) for i in range(1, 301)], tmp_path / "loss.png")
+    plt.close(fig)
+    assert (tmp_path / "loss.png").is_file()
+
+
+def test_both_models_draw_their_batches_from_the_one_batching_function(ns, mnist, monkeypatch):
+    import torch.nn.functional as F
+
+    sizes = []
+    real = training.batches
+    monkeypatch.setattr(training, "batches", lambda images, size, *a: sizes.append(tuple(images.shape)) or
+                        real(images, size, *a))
+    vt.train_vae(_model(ns), mnist[0], iter_max=1, device=CPU, progress=False)
+
+    def loss_d(g, d, x, *, device):
+        return F.softplus(-d(x)).mean() + F.softplus(d(g(torch.randn(x.shape[0], g.dim_z)).detach())).mean()
+
+    def loss_g(g, d, x, *, device):
+        return F.softplus(-d(g(torch.randn(x.shape[0], g.dim_z)))).mean()
+
+    gt.train_gan(gt.Generator(64), gt.Discriminator(), mnist[0][:300], loss_d, loss_g, iter_max=1,
+                 device=CPU, progress=False)
+    assert sizes == [(2000, 784), (300, 1, 28, 28)]
+
+
+def test_the_nan_guard_stops_a_diverging_run_within_log_every_steps():
+    w = torch.nn.Parameter(torch.ones(()))
+    opt = training.make_adam([w], 1e-3)
+    calls = []
+
+    def step(batch):
+        calls.append(1)
+        loss = w * (float("nan") if len(calls) >= 3 else 1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss}
+
+    with pytest.raises(FloatingPointError, match=r"loss became nan by iteration 5\. check the sign"):
+        training.fit(step, iter([torch.zeros(1)] * 1000), iter_max=1000, losses={"loss": "loss"},
+                     device=CPU, hint="check the sign", log_every=5, progress=False, threads=1)
+    assert len(calls) == 5
+
+
+def test_fit_records_plain_floats_beside_the_losses_and_saves_at_intervals_and_the_end():
+    saved = []
+    history = training.fit(lambda b: {"loss": b.sum(), "lr": 0.5}, iter([torch.ones(2)] * 5), iter_max=5,
+                           losses={"loss": "the loss"}, device=CPU, hint="", progress=False,
+                           save_every=2, save=saved.append, threads=1)
+    assert history["loss"] == [2.0] * 5 and history["lr"] == [0.5] * 5
+    assert saved == [2, 4, 5]
+
+
+def test_batches_visit_every_image_once_per_epoch_and_drop_the_remainder():
+    images = torch.arange(250.0).reshape(250, 1)
+    stream = training.batches(images, 100, torch.Generator().manual_seed(0))
+    epochs = [torch.cat([next(stream) for _ in range(2)]).flatten() for _ in range(3)]
+    assert all(len(set(e.tolist())) == 200 for e in epochs)
+    assert not torch.equal(epochs[0], epochs[1])
+
+
+# --------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("busy, expected", [(0, 2), (1, 1), (5, 1)])
+def test_auto_threads_take_the_cores_no_other_process_is_busy_on(monkeypatch, busy, expected):
+    monkeypatch.setattr(training, "_cores", lambda: 2)
+    monkeypatch.setattr(training, "busy_elsewhere", lambda: busy)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert training.choose_threads("auto", CPU) == expected
+
+
+def test_auto_threads_never_exceed_torchs_own_default(monkeypatch):
+    monkeypatch.setattr(training, "_cores", lambda: 16)
+    monkeypatch.setattr(training, "busy_elsewhere", lambda: 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert training.choose_threads("auto", CPU) == 4
+
+
+def test_the_threads_environment_variable_is_the_default(monkeypatch):
+    monkeypatch.setenv(training.THREADS_ENV, "1")
+    assert training.choose_threads(None, CPU) == 1
+    assert training.choose_threads(3, CPU) == 3  # an argument wins
+
+
+@pytest.mark.parametrize("value", ["0", "two", "1.5"])
+def test_a_bad_thread_count_is_refused(value):
+    with pytest.raises(ValueError, match="threads must be 'auto' or a positive number"):
+        training.choose_threads(value, CPU)
+
+
+def test_busy_elsewhere_counts_another_processs_busy_core():
+    import subprocess
+
+    if training.busy_elsewhere() is None:
+        pytest.skip("no /proc/stat here")
+    hog = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.2)
+        assert training.busy_elsewhere() >= 1
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_training_runs_with_the_chosen_threads_and_restores_torchs_count(ns, mnist):
+    seen = []
+    before = torch.get_num_threads()
+    model = _model(ns)
+    loss = model.loss
+
+    def spying(x):
+        seen.append(torch.get_num_threads())
+        return loss(x)
+
+    model.loss = spying
+    history = vt.train_vae(model, mnist[0], iter_max=2, device=CPU, progress=False, threads=1)
+    assert seen == [1, 1] and history["threads"] == 1
+    assert torch.get_num_threads() == before
