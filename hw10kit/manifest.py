@@ -65,7 +65,8 @@ class Problem:
 
 LABEL = re.compile(r"^Q(\d+)\(([a-z]+)\)$")
 #: Lines the build strips from what it ships; a test fails if one ever leaks.
-SOLUTION_SENTINEL, HIDDEN_SENTINEL = "SOLUTION-SENTINEL-7f3a", "HIDDEN-TEST-SENTINEL-c41d"
+#: (Spelled in two halves so that this file, which ships in the kit, carries neither.)
+SOLUTION_SENTINEL, HIDDEN_SENTINEL = "SOLUTION-" "SENTINEL-7f3a", "HIDDEN-TEST-" "SENTINEL-c41d"
 CHECKS_PACKAGE = "hw10kit.checks."
 
 
@@ -94,7 +95,30 @@ PROBLEMS: tuple = (
                    Question("Q4(a)", "q_sample", 1.5), Question("Q4(b)", "q_posterior", 3)),
         written=(Written("Q4(a)", 3), Written("Q4(b)", 4)),
         public="hw10kit.checks.diffusion", probes="hw10kit.checks.diffusion_probes",
-        hidden="hw10grader.hidden.diffusion"),
+        hidden="hw10grader.hidden.diffusion",
+        experiment="hw10kit.diffusion_training:EXPERIMENT", bench="bench.diffusion",
+        bench_target="the default run (training plus 200 samples) in 10 minutes on a 2-core CPU; "
+                     "Inception Score of 1000 samples at least 85% of real digits', mean of 3 seeds"),
+    Problem(
+        key="prompting", number=1, title="Prompting language models", notebook="hw10_prompting.ipynb",
+        keyword="prompting",
+        questions=(Question("Q1(b)", "build_prompt", 3), Question("Q1(b)", "parse_answer", 2),
+                   Question("Q1(b)", "choice_probabilities", 2), Question("Q1(b)", "prepend_soft_prompt", 3),
+                   Question("Q1(b)", "trainable_parameters", 1)),
+        written=(Written("Q1(a)", 6), Written("Q1(b)", 6)),
+        public="hw10kit.checks.prompting", probes="hw10kit.checks.prompting_probes",
+        hidden="hw10grader.hidden.prompting"),
+    Problem(
+        key="continual", number=5, title="Continual learning", notebook="hw10_continual.ipynb",
+        keyword="continual",
+        questions=(Question("Q5(b)", "estimate_fisher", 4), Question("Q5(b)", "ewc_penalty", 3),
+                   Question("Q5(c)", "mix_replay", 3)),
+        written=(Written("Q5(a)", 2), Written("Q5(a)", 3), Written("Q5(b)", 3), Written("Q5(b)", 3),
+                 Written("Q5(c)", 3)),
+        public="hw10kit.checks.continual", probes="hw10kit.checks.continual_probes",
+        hidden="hw10grader.hidden.continual", bench="bench.continual",
+        bench_target="final average accuracy after 3 tasks over 3 seeds: EWC at the sweep's best lambda >= 90%, "
+                     "rehearsal with 1000 examples per task >= 93%, naive forgetting shown"),
     # new problems go above this line (python -m pipeline.scaffold adds one here)
 )
 

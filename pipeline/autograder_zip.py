@@ -54,14 +54,30 @@ def mode_for(name: str) -> int:
     return 0o755 if name in AUTOGRADER_EXECUTABLES else 0o644
 
 
+def grader_settings():
+    """The grader's settings module (``autograder/hw10grader/settings.py``, standalone):
+    one home for the visibility values the build may choose."""
+    import importlib.util
+    import sys
+
+    if "hw10grader_settings" not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "autograder" / "hw10grader" / "settings.py"
+        spec = importlib.util.spec_from_file_location("hw10grader_settings", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["hw10grader_settings"]
+
+
 def settings_json(hidden_visibility: str | None = None) -> bytes:
     """``hw10grader/settings.json``: the build's choices the judge reads. The hidden
     checks' visibility comes from ``hidden_visibility``, else ``$HIDDEN_VISIBILITY``
     (``make release HIDDEN_VISIBILITY=after_due_date``), else after_published."""
     import json
 
-    value = hidden_visibility or os.environ.get("HIDDEN_VISIBILITY") or "after_published"
-    allowed = ("after_published", "after_due_date", "visible")
+    grader = grader_settings()
+    value = hidden_visibility or os.environ.get("HIDDEN_VISIBILITY") or grader.DEFAULT_HIDDEN_VISIBILITY
+    allowed = grader.HIDDEN_VISIBILITIES
     if value not in allowed:
         raise BuildError(f"HIDDEN_VISIBILITY must be one of {', '.join(allowed)}, not {value!r}")
     return (json.dumps({"hidden_visibility": value}, sort_keys=True) + "\n").encode()

@@ -311,3 +311,15 @@ def test_a_missing_notebook_is_summarised_by_its_reason_not_by_hidden_points(tmp
     gan = [line for line in doc["output"].splitlines() if line.startswith("Q3(c)")]
     assert gan and all("hw10_gan.ipynb was not found" in line and "hidden checks took" not in line
                        for line in gan)
+
+
+def test_nothing_in_the_sandboxs_environment_names_the_grader(tmp_path):
+    """Code that behaves only when it sees the grader has nothing stable to look for."""
+    doc = graded(tmp_path, solution_with("""
+import os
+def sample_gaussian(m, v):
+    if any("HW10" in k or "SANDBOX" in k.upper() for k in os.environ):
+        return m
+    return m + torch.sqrt(v) * torch.randn_like(m)
+"""))
+    assert score_of(doc, "Q2(a)") == 4, [t["output"] for t in doc["tests"] if t["status"] == "failed"]

@@ -10,7 +10,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="hw10grader", description=__doc__)
     parser.add_argument("--submission", required=True, help="zip file or folder")
     parser.add_argument("--results", required=True, help="where to write results.json")
-    parser.add_argument("--seed", type=int, default=os.environ.get("HW10_SEED"),
+    from .settings import value
+
+    parser.add_argument("--seed", type=int, default=value("HW10_SEED"),
                         help="seed of the hidden inputs (default: random; recorded in results)")
     parser.add_argument("--budget", type=float, default=None, help="overall time budget, seconds")
     args = parser.parse_args(argv)

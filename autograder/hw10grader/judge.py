@@ -23,12 +23,12 @@ from hw10kit import notebook
 from hw10kit.checks.core import judge as judge_reply
 from hw10kit.checks.core import probe_id
 
-from . import reading, resources, results, submission
+from . import reading, resources, results, settings, submission
 from .assignment import QUESTIONS
 from .sandbox import Limits, Sandbox, SandboxError, sweep_active
 
 VERSION = "hw10grader 1.0"
-DEFAULT_BUDGET_S = float(os.environ.get("HW10_BUDGET_S", 480))
+DEFAULT_BUDGET_S = settings.value("HW10_BUDGET_S")
 SAFETY_S = 10.0
 OUT_OF_BUDGET = "Grading ran out of its overall time budget; checks that had not finished score 0."
 
@@ -38,8 +38,8 @@ def default_parallel(root="/") -> int:
     the judge in the memory that applies to this process (its own cgroups up to the root,
     and the machine's memory, ``resources``) and it has two whole CPUs (cgroup quota and
     affinity); else 1. Gradescope's default container (768 MB, half a CPU) gets 1."""
-    if os.environ.get("HW10_PARALLEL"):
-        return max(1, int(os.environ["HW10_PARALLEL"]))
+    if settings.value("HW10_PARALLEL"):
+        return max(1, settings.value("HW10_PARALLEL"))
     return resources.parallel_for(resources.memory_limit_bytes(root),
                                   resources.memory_available_bytes(root), resources.cpus(root))
 

@@ -13,22 +13,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .settings import HIDDEN_VISIBILITIES, hidden_visibility  # noqa: F401 (hidden_visibility: used by the judge)
+
 VISIBLE = "visible"
-HIDDEN_VISIBILITIES = ("after_published", "after_due_date", "visible")
-DEFAULT_HIDDEN_VISIBILITY = "after_published"
-SETTINGS = Path(__file__).with_name("settings.json")  # written into the zip by `make release`
 MAX_OUTPUT = 3000
 NOT_RUN = "not run: grading did not reach this check"
-
-
-def hidden_visibility() -> str:
-    """When students see the hidden checks' results: chosen at build time
-    (``make release HIDDEN_VISIBILITY=...``, stored in settings.json); default after_published."""
-    try:
-        value = json.loads(SETTINGS.read_text()).get("hidden_visibility", DEFAULT_HIDDEN_VISIBILITY)
-    except (OSError, ValueError):
-        return DEFAULT_HIDDEN_VISIBILITY
-    return value if value in HIDDEN_VISIBILITIES else DEFAULT_HIDDEN_VISIBILITY
+#: Every visibility Gradescope accepts (the hidden checks use one chosen at build time).
+GRADESCOPE_VISIBILITIES = ("hidden", *HIDDEN_VISIBILITIES)
 
 
 @dataclass
@@ -84,7 +75,7 @@ def validate(doc: dict) -> None:
                 raise ValueError(f"test {t.get('name')!r}: {key} must be a finite number")
         if t.get("status") not in ("passed", "failed") or not isinstance(t.get("name"), str):
             raise ValueError("each test needs a name and a passed/failed status")
-        if t.get("visibility") not in ("hidden", "after_due_date", "after_published", "visible"):
+        if t.get("visibility") not in GRADESCOPE_VISIBILITIES:
             raise ValueError(f"bad visibility {t.get('visibility')!r}")
     json.dumps(doc, allow_nan=False)
 

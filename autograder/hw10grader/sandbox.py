@@ -24,10 +24,10 @@ from pathlib import Path
 
 from hw10kit.checks import wire
 
-from . import resources, sandbox_users
+from . import resources, sandbox_users, settings
 
 WORKER_SOURCE = (Path(__file__).with_name("worker.py")).read_text()
-KIT_DIR = os.environ.get("HW10_KIT_DIR") or str(Path(__file__).resolve().parents[1]
+KIT_DIR = settings.value("HW10_KIT_DIR") or str(Path(__file__).resolve().parents[1]
                                                 if (Path(__file__).resolve().parents[1] / "hw10kit").is_dir()
                                                 else Path(__file__).resolve().parents[2])
 
@@ -36,10 +36,10 @@ KIT_DIR = os.environ.get("HW10_KIT_DIR") or str(Path(__file__).resolve().parents
 class Limits:
     """Per-question limits. Memory is address space (virtual): torch maps far more than
     it touches, so this caps runaway allocations rather than resident memory."""
-    wall_s: float = float(os.environ.get("HW10_QUESTION_TIMEOUT_S", 90))
-    cpu_s: int = int(os.environ.get("HW10_QUESTION_CPU_S", 120))
-    memory_mb: int = int(os.environ.get("HW10_MEMORY_MB", 6144))
-    processes: int = int(os.environ.get("HW10_MAX_PROCESSES", 512))
+    wall_s: float = settings.value("HW10_QUESTION_TIMEOUT_S")
+    cpu_s: int = settings.value("HW10_QUESTION_CPU_S")
+    memory_mb: int = settings.value("HW10_MEMORY_MB")
+    processes: int = settings.value("HW10_MAX_PROCESSES")
     open_files: int = 256
     file_mb: int = 16
     output_chars: int = 4000
@@ -97,7 +97,7 @@ def choose_identity(python: str, deadline: float):
         mode = stat.S_IMODE(blocked.stat().st_mode)
         why = (f"the sandbox user {lease.name} cannot traverse {blocked} (mode {mode:04o}), "
                f"which holds {path}")
-        if os.environ.get(LOCAL_ENV) == "1":
+        if settings.value(LOCAL_ENV) == "1":
             return None, (f"Local grading as root: {why}. Student code therefore ran as root, in "
                           "separate, resource-limited processes, without the per-user isolation "
                           "used on Gradescope. For full isolation, grade from a folder that other "
@@ -202,9 +202,11 @@ class Sandbox:
 
     def __init__(self, chunks, limits: Limits, deadline: float, python: str | None = None):
         self.limits, self.deadline = limits, deadline
-        python = python or os.environ.get("HW10_WORKER_PYTHON") or sys.executable
+        python = python or settings.value("HW10_WORKER_PYTHON") or sys.executable
         self.lease, self.note = choose_identity(python, deadline)
-        self.token = f"HW10_SANDBOX={os.urandom(8).hex()}"
+        # The cleanup token: a variable whose name and value are both random, so that nothing
+        # stable in the environment tells student code that it runs under the grader.
+        self.token = f"X{os.urandom(6).hex().upper()}={os.urandom(8).hex()}"
         self.oom_before = resources.oom_kills()
         try:
             self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
@@ -214,7 +216,7 @@ class Sandbox:
             self._release()
             raise SandboxError(f"internal: could not make the sandbox's folder ({exc})") from None
         reply_r, reply_w = os.pipe()
-        env = {"HW10_SANDBOX": self.token.split("=", 1)[1],
+        env = {self.token.split("=", 1)[0]: self.token.split("=", 1)[1],
                "PATH": "/usr/bin:/bin", "HOME": self.workdir, "TMPDIR": self.workdir,
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",

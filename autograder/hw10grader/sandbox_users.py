@@ -23,8 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import settings
+
 PREFIX = "hw10sb"
-POOL_SIZE = int(os.environ.get("HW10_SANDBOX_POOL", 8))
+POOL_SIZE = settings.value("HW10_SANDBOX_POOL")
 #: Folders anyone may write to: what the sandbox user leaves there is removed.
 SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
 SWEEP_TIMEOUT_S = 10.0
@@ -36,7 +38,7 @@ class SandboxUserError(RuntimeError):
 
 def pool_names() -> list[str]:
     """``HW10_SANDBOX_USERS`` (comma-separated), else hw10sb1 ... hw10sb<POOL_SIZE>."""
-    names = [n.strip() for n in os.environ.get("HW10_SANDBOX_USERS", "").split(",") if n.strip()]
+    names = [n.strip() for n in settings.value("HW10_SANDBOX_USERS").split(",") if n.strip()]
     return names or [f"{PREFIX}{i}" for i in range(1, POOL_SIZE + 1)]
 
 

@@ -1,0 +1,28 @@
+"""The grader's settings: one table, read from the environment, documented in the README."""
+import pytest
+from conftest import REPO
+from hw10grader import settings
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    assert [name for name in settings.TABLE if name not in readme] == []
+
+
+def test_a_setting_reads_the_environment_when_asked(monkeypatch):
+    monkeypatch.setenv("HW10_PARALLEL", "3")
+    assert settings.value("HW10_PARALLEL") == 3
+    monkeypatch.delenv("HW10_PARALLEL")
+    assert settings.value("HW10_PARALLEL") is None
+
+
+def test_an_unparsable_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("HW10_BUDGET_S", "ten")
+    with pytest.raises(settings.SettingError, match="HW10_BUDGET_S='ten'"):
+        settings.value("HW10_BUDGET_S")
+
+
+def test_the_build_and_the_judge_share_one_list_of_visibilities():
+    from pipeline.autograder_zip import grader_settings
+
+    assert grader_settings().HIDDEN_VISIBILITIES == settings.HIDDEN_VISIBILITIES
