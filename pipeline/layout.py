@@ -17,6 +17,10 @@ MNIST_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+#: Folders of data/ shipped whole (each with its README and licence): Problem 1's
+#: CommonsenseQA dev split, GPT-2's vocabulary and the noun list.
+DATA_FOLDERS = ("commonsenseqa", "gpt2", "nouns")
+
 #: Kit files the grader needs but students must not get (each is an answer), relative to
 #: hw10kit/: left out of release/hw10/hw10kit, kept in the autograder zip.
 GRADER_ONLY = ("checks/stand_ins.py",)

@@ -41,7 +41,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from .autograder_zip import build_zip
 from .files import FILE_MODE, BuildError, copy_file, iter_files
-from .layout import GRADER_ONLY, MNIST_FILES, Layout
+from .layout import DATA_FOLDERS, GRADER_ONLY, MNIST_FILES, Layout
 from .preprocessors import SOLUTION_PREPROCESSORS, StripVolatileMetadata
 from .validate import check_course
 
@@ -150,8 +150,9 @@ def copy_kit(layout: Layout) -> list[Path]:
 
 
 def copy_data(layout: Layout) -> list[Path]:
-    """``data/README.md``, ``data/MNIST/raw/*.gz`` and the sample-metric classifier's
-    weights (``data/mnist_classifier.pt``) -> ``release/hw10/data/``.
+    """``data/README.md``, ``data/MNIST/raw/*.gz``, the sample-metric classifier's
+    weights (``data/mnist_classifier.pt``) and the folders of ``DATA_FOLDERS`` ->
+    ``release/hw10/data/``.
 
     The decompressed ``*-ubyte`` files that may sit beside the ``.gz`` are a
     local cache and are never copied.
@@ -160,7 +161,9 @@ def copy_data(layout: Layout) -> list[Path]:
     if dest.exists():
         shutil.rmtree(dest)
     wanted = [Path("README.md"), Path("mnist_classifier.pt")] + [Path("MNIST", "raw", name) for name in MNIST_FILES]
+    wanted += [f.relative_to(layout.data) for folder in DATA_FOLDERS for f in iter_files(layout.data / folder)]
     missing = [str(rel) for rel in wanted if not (layout.data / rel).is_file()]
+    missing += [f"{folder}/" for folder in DATA_FOLDERS if not (layout.data / folder).is_dir()]
     if missing:
         raise BuildError(f"missing data files under {layout.data}: {', '.join(missing)}")
     return [copy_file(layout.data / rel, dest / rel) for rel in wanted]

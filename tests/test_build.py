@@ -18,7 +18,8 @@ import pytest
 from conftest import REPO, run_release
 from hw10kit import manifest
 from pipeline.files import BuildError
-from pipeline.layout import GRADER_ONLY, Layout
+from pipeline.autograder_zip import STUDENT_ONLY
+from pipeline.layout import DATA_FOLDERS, GRADER_ONLY, Layout
 from pipeline.release import check_masters
 
 SOLUTION_SENTINEL = b"SOLUTION-SENTINEL-7f3a"
@@ -231,8 +232,17 @@ def test_zip_holds_exactly_grader_kit_and_scripts(built_course):
     want = ["requirements-grader.txt", "run_autograder", "setup.sh", "hw10grader/settings.json"]
     for package, top in (("hw10grader", REPO / "autograder" / "hw10grader"), ("hw10kit", REPO / "hw10kit")):
         want += [f"{package}/{p.relative_to(top).as_posix()}" for p in files_under(top)
-                 if "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != "settings.json"]
+                 if "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != "settings.json"
+                 and not (package == "hw10kit" and p.relative_to(top).as_posix().startswith(STUDENT_ONLY))]
     assert sorted(names) == sorted(set(want))
+
+
+def test_release_ships_every_data_folder_whole(built_course):
+    for folder in DATA_FOLDERS:
+        want = sorted(p.relative_to(REPO / "data").as_posix() for p in files_under(REPO / "data" / folder))
+        got = sorted(p.relative_to(built_course.release / "data").as_posix()
+                     for p in files_under(built_course.release / "data" / folder))
+        assert got == want and want
 
 
 def test_zip_entries_are_sorted_and_timestamped_1980(built_course):
