@@ -175,6 +175,7 @@ def validate(problems=None) -> None:
 
 
 validate()
+PROBLEMS = tuple(sorted(PROBLEMS, key=lambda p: p.number))  # graded and listed in the homework's order
 
 BY_KEY = {p.key: p for p in PROBLEMS}
 BY_TARGET = {q.target: p for p in PROBLEMS for q in p.questions}

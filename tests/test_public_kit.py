@@ -90,3 +90,11 @@ def test_the_autograder_zip_leaves_out_the_values_only_a_notebook_reads(built_co
     names = zipfile.ZipFile(built_course.zip).namelist()
     assert "hw10kit/checks/core.py" in names and "hw10kit/checks/stand_ins.py" in names
     assert not [n for n in names if n.startswith("hw10kit/checks/expected/")]
+
+
+@pytest.mark.parametrize("question", [q for p in manifest.PROBLEMS for q in p.questions], ids=lambda q: q.target)
+def test_every_solution_passes_its_public_checks_against_the_stored_values(question, capsys):
+    """What a student's notebook runs: check() on the stored inputs and expected values."""
+    problem = manifest.problem_of(question.target)
+    ns = load_definitions(str(REPO / "source" / "hw10" / problem.notebook))
+    assert check(question.target, namespace=ns), capsys.readouterr().out

@@ -248,8 +248,10 @@ def stored_cases(checks, references: References, seed: int = 0) -> dict:
             return {k: f32(v) for k, v in sorted(value.items())}
         if isinstance(value, (list, tuple)):
             return [f32(v) for v in value]
-        if isinstance(value, (float, np.floating)) or (isinstance(value, np.ndarray) and value.dtype.kind == "f"):
-            return np.asarray(value, np.float32)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            return value.astype(np.float32)
+        if isinstance(value, (float, np.floating)):  # stays a Python float, rounded to float32
+            return float(np.float32(value))
         return value
 
     cases = {}
