@@ -22,14 +22,13 @@ bf16 was neither timed nor checked for quality there (``precision="bf16"`` asks 
 """
 from __future__ import annotations
 
-import time
-import warnings
-
 import torch
 import torch.nn as nn
 
+from . import training
+from .training import (CPU_BF16_PROBES, EMA_DECAY, LossError, autocast_dtype, average_decay,  # noqa: F401
+                       fast_bf16, make_adam, pick_device, weight_average)  # one home: training
 from .unfinished import guard
-from .vae_training import make_adam, pick_device  # noqa: F401  (pick_device: one home for both)
 
 
 class Generator(nn.Module):
@@ -69,65 +68,16 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(1).float()
 
 
-CPU_BF16_PROBES = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # in torch.cpu
-
-
-def fast_bf16(device) -> bool:
-    """Whether ``device`` is a CPU that runs bfloat16 matmuls and convolutions natively,
-    where bf16 autocast was measured to pay and to keep sample quality."""
-    if torch.device(device).type != "cpu":
-        return False
-    return any(getattr(torch.cpu, name, lambda: False)() for name in CPU_BF16_PROBES)
-
-
-def autocast_dtype(device, precision: str = "auto"):
-    """The autocast dtype for ``precision`` ("auto", "bf16" or "fp32") on ``device``, or
-    None for plain float32."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
-    if precision == "fp32":
-        return None
-    kind = torch.device(device).type
-    if kind not in ("cpu", "cuda"):
-        if precision == "bf16":
-            warnings.warn(f"bf16 autocast is not used on {kind}: training in float32")
-        return None
-    if precision == "bf16" or fast_bf16(device):
-        return torch.bfloat16
-    return None
-
-
-def _batches(images, batch_size: int, generator: torch.Generator | None):
-    """Endless batches: each epoch a fresh permutation of the preloaded images."""
-    n = images.shape[0]
-    while True:
-        order = torch.randperm(n, device=images.device, generator=generator)
-        for start in range(0, n - batch_size + 1, batch_size):
-            yield images[order[start:start + batch_size]]
-
-
 LR_D, LR_G = 2e-4, 1e-3  # Adam's learning rates; the course used 1e-3 for both
 BETAS = (0.5, 0.999)  # Adam's (beta1, beta2) for both networks; the course used PyTorch's (0.9, 0.999)
-EMA_DECAY = 0.9995  # the generator handed back averages its weights over about the last 1 / (1 - decay) steps
+LOSSES = {"loss_d": "discriminator", "loss_g": "generator"}  # what train_gan's history records and plots
+DIVERGED = ("Run the check cells for the losses (are they computed from the logits with "
+            "F.logsigmoid or F.softplus?).")
 
 
 def _records_gradients(learner: nn.Module, frozen: nn.Module) -> None:
     frozen.requires_grad_(False)
     learner.requires_grad_(True)
-
-
-def average_decay(ema: float, iter_max: int) -> float:
-    """The decay the weight average uses in a run of ``iter_max`` steps: ``ema``, capped at
-    1 - 5 / iter_max so that the first step's weights (the average starts from them, barely
-    trained) keep at most e^-5 of the average, however short the run. 10 000 steps keep
-    0.9995; 1000 steps use 0.995."""
-    return max(0.0, min(ema, 1 - 5 / iter_max))
-
-
-def weight_average(g, decay: float = EMA_DECAY):
-    """An exponential moving average of ``g``'s weights (``torch.optim.swa_utils.AveragedModel``):
-    call ``.update_parameters(g)`` after each step; the average is in ``.module``."""
-    return torch.optim.swa_utils.AveragedModel(g, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay))
 
 
 @torch.no_grad()
@@ -144,7 +94,7 @@ def recalibrate_batchnorm(g, batches: int = 100, batch_size: int = 100, seed: in
 
 def _needs_gradient(loss, whose: str, net: str) -> None:
     if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
-        raise ValueError(f"the {whose} loss has no gradient with respect to {net}'s parameters, so "
+        raise LossError(f"the {whose} loss has no gradient with respect to {net}'s parameters, so "
                          f"it cannot train {net}: run its check cell")
 
 
@@ -154,7 +104,7 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
               ema: float | None = EMA_DECAY, seed: int | None = 0,
               device=None, progress: bool = True,
               log_every: int = 50, save_every: int | None = None, save_fn=None,
-              precision: str = "auto", channels_last: bool = True) -> dict:
+              precision: str = "auto", channels_last: bool = True, threads=None) -> dict:
     """Train ``g`` and ``d`` with the student's losses, batches of 100 by default.
 
     The default recipe is the course's (Adam at 1e-3 for both networks, beta1 = 0.9) with
@@ -180,91 +130,79 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
             step (``torch.optim.swa_utils``), capped for short runs (``average_decay``);
             None hands back the last step's weights.
         seed: seeds torch's global RNG (batches and z) before training.
-        log_every: the losses are read back to the host every this many steps only.
+        log_every: the losses are read back to the host every this many steps only: the
+            bar's running means and the NaN guard (a loss that turns NaN or infinite stops
+            training within ``log_every`` steps with FloatingPointError).
         save_fn: called as ``save_fn(g, d, iteration)`` every ``save_every`` iterations
             (with the raw weights) and at the end (with the generator handed back).
         precision: "auto" (the default: bf16 on a CPU that computes it natively, see
             ``fast_bf16``), "bf16" (autocast) or "fp32".
         channels_last: store convolution weights channels-last (faster on CPUs).
+        threads: CPU threads during training, a number or "auto" (``training.choose_threads``);
+            None (the default): ``$HW10_THREADS``, else "auto".
 
     Returns:
-        ``{"iteration": [...], "loss_d": [...], "loss_g": [...], "lr_g": [...], "seconds": s,
-        "precision": "fp32" or "bf16", "ema": the decay used}``, the losses and the generator's learning rate of
-        every step.
+        the history (``training.fit``'s format): ``{"iteration": [...], "loss_d": [...],
+        "loss_g": [...], "lr_g": [...], "losses": LOSSES, "seconds": s, "precision": "fp32"
+        or "bf16", "threads": n, "ema": the decay used}``, the losses and the generator's
+        learning rate of every step.
+
+    Raises:
+        LossError (a ValueError): a loss has no gradient with respect to its network.
+        FloatingPointError: a loss became NaN or infinite.
     """
     if iter_max < 1:
         raise ValueError(f"iter_max must be at least 1, not {iter_max}")
-    device = torch.device(device) if device is not None else pick_device()
+    device = training.training_device(device, g, d)
     if seed is not None:
         torch.manual_seed(seed)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     g.to(device, memory_format=layout).train()
     d.to(device, memory_format=layout).train()
     dtype = autocast_dtype(device, precision)
-    data = train_images.to(device=device, dtype=torch.float32).reshape(-1, 1, 28, 28)
+    data = training.on_device(train_images, device, (-1, 1, 28, 28))
     opt_d = make_adam(list(d.parameters()), lr_d, device, betas)
     opt_g = make_adam(list(g.parameters()), lr_g, device, betas)
-    schedules = [torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, iter_max) for opt in (opt_d, opt_g)] \
+    schedulers = [torch.optim.lr_scheduler.LinearLR(opt, 1.0, 0.0, iter_max) for opt in (opt_d, opt_g)] \
         if lr_decay else []
     ema = None if ema is None else average_decay(ema, iter_max)
-    average = None if ema is None else weight_average(g, ema)
-    losses = torch.zeros(iter_max, 2, device=device)
-    rates = []
-    batches = _batches(data, batch_size, None)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=iter_max, desc="GAN", unit="it", dynamic_ncols=True)
-    started = time.perf_counter()
+    save = None if save_fn is None else (lambda it: save_fn(g, d, it))
     try:
-        for i in range(iter_max):
-            x = next(batches)
-            _records_gradients(d, frozen=g)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                ld = loss_d(g, d, x, device=device)
-            _needs_gradient(ld, "discriminator's", "d")
-            opt_d.zero_grad(set_to_none=True)
-            ld.backward()
-            opt_d.step()
-            _records_gradients(g, frozen=d)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                lg = loss_g(g, d, x, device=device)
-            _needs_gradient(lg, "generator's", "g")
-            opt_g.zero_grad(set_to_none=True)
-            lg.backward()
-            opt_g.step()
-            if average is not None:
-                average.update_parameters(g)
-            rates.append(opt_g.param_groups[0]["lr"])
-            for schedule in schedules:
-                schedule.step()
-            losses[i, 0], losses[i, 1] = ld.detach(), lg.detach()
-            if bar is not None and ((i + 1) % log_every == 0 or i + 1 == iter_max):
-                recent = losses[max(0, i + 1 - log_every):i + 1].mean(0).tolist()
-                bar.update((i + 1) - bar.n)
-                bar.set_postfix(loss_d=f"{recent[0]:.3f}", loss_g=f"{recent[1]:.3f}")
-            if save_fn is not None and save_every and (i + 1) % save_every == 0 and i + 1 < iter_max:
-                save_fn(g, d, i + 1)
+        history = training.fit(
+            gan_step(g, d, loss_d, loss_g, opt_d, opt_g, device, dtype), training.batches(data, batch_size),
+            iter_max=iter_max, losses=LOSSES, device=device, hint=DIVERGED,
+            precision="bf16" if dtype is not None else "fp32", log_every=log_every, progress=progress,
+            desc="GAN", schedulers=schedulers, average=None if ema is None else (g, weight_average(g, ema)),
+            finish=None if ema is None else (lambda: recalibrate_batchnorm(g)), save_every=save_every, save=save, threads=threads)
     finally:
         g.requires_grad_(True)
         d.requires_grad_(True)
-        if bar is not None:
-            bar.close()
-    if average is not None:
-        with torch.no_grad():
-            for mine, averaged in zip(g.parameters(), average.module.parameters()):
-                mine.copy_(averaged)
-        recalibrate_batchnorm(g)
-    if save_fn is not None and save_every:
-        save_fn(g, d, iter_max)
-    seconds = time.perf_counter() - started
-    values = losses.cpu()
-    if not torch.isfinite(values).all():
-        raise FloatingPointError("a GAN loss became NaN or infinite: run the check cells for the losses "
-                                 "(are they computed from the logits with F.logsigmoid or F.softplus?)")
-    return {"iteration": list(range(1, iter_max + 1)), "loss_d": values[:, 0].tolist(),
-            "loss_g": values[:, 1].tolist(), "lr_g": rates, "seconds": seconds,
-            "precision": "bf16" if dtype is not None else "fp32", "ema": ema}
+    history["ema"] = ema
+    return history
+
+
+def gan_step(g, d, loss_d, loss_g, opt_d, opt_g, device, dtype):
+    """The step function: one discriminator step, then one generator step through the
+    updated discriminator, each recording gradients of its own network only, the losses
+    under autocast to ``dtype`` (None: float32). Returns both losses and the generator's
+    learning rate of the step."""
+    def step(x):
+        _records_gradients(d, frozen=g)
+        with training.autocast(device, dtype):
+            ld = loss_d(g, d, x, device=device)
+        _needs_gradient(ld, "discriminator's", "d")
+        opt_d.zero_grad(set_to_none=True)
+        ld.backward()
+        opt_d.step()
+        _records_gradients(g, frozen=d)
+        with training.autocast(device, dtype):
+            lg = loss_g(g, d, x, device=device)
+        _needs_gradient(lg, "generator's", "g")
+        opt_g.zero_grad(set_to_none=True)
+        lg.backward()
+        opt_g.step()
+        return {"loss_d": ld, "loss_g": lg, "lr_g": opt_g.param_groups[0]["lr"]}
+    return step
 
 
 @torch.no_grad()
@@ -283,39 +221,83 @@ def samples(g, n: int = 200, seed: int | None = 0, device=None):
 
 
 def sample_grid(g, rows: int = 10, cols: int = 20, seed: int | None = 0):
-    """A (rows * 30, cols * 30) grey image of rows x cols samples, values in [0, 1]."""
-    from torchvision.utils import make_grid
-
-    grid = make_grid(samples(g, rows * cols, seed), nrow=cols, padding=2, pad_value=1.0)
-    return grid[0].numpy()
+    """A (rows * 30 + 2, cols * 30 + 2) grey image of rows x cols samples, values in [0, 1]."""
+    return training.save_grid(samples(g, rows * cols, seed), None, cols=cols, pad_value=1.0)
 
 
 def save_sample_grid(g, path, rows: int = 10, cols: int = 20, seed: int | None = 0):
-    """Save the grid of ``sample_grid`` as a PNG; returns the grid."""
-    from torchvision.utils import save_image
-
-    imgs = samples(g, rows * cols, seed)
-    save_image(imgs, str(path), nrow=cols, padding=2, pad_value=1.0)
-    return sample_grid(g, rows, cols, seed)
+    """Save the grid of ``sample_grid`` as a PNG (samples drawn once); returns the grid."""
+    return training.save_grid(samples(g, rows * cols, seed), path, cols=cols, pad_value=1.0)
 
 
 def plot_losses(history: dict, path=None, smooth: int = 100, title: str = "GAN training"):
-    """Both losses against the iteration (a running mean over ``smooth`` steps); saved
-    to ``path`` when given. Returns the matplotlib figure."""
-    import matplotlib.pyplot as plt
-    import numpy as np
+    """``training.plot_history`` for ``train_gan``'s history: both losses per iteration
+    with their running means over ``smooth`` steps; saved to ``path`` when given.
+    Returns the matplotlib figure."""
+    return training.plot_history(history, path, smooth=smooth, title=title, ylabel="loss")
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for key, label in (("loss_d", "discriminator"), ("loss_g", "generator")):
-        values = np.asarray(history[key], dtype=np.float64)
-        k = max(1, min(smooth, len(values)))
-        smoothed = np.convolve(values, np.ones(k) / k, mode="valid")
-        ax.plot(np.arange(k, len(values) + 1), smoothed, label=label)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(f"loss (running mean of {smooth})")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+
+# --------------------------------------------------------------------- experiment.py --model gan
+
+#: What the bundle's recipe reaches after 10 000 iterations (bench/gan.json: seeds 0 to 2).
+EXPECTED_IS, REAL_IS = 8.7, 9.64
+
+
+def expectation(inception_score: float, iter_max: int) -> str:
+    """What a correct GAN reaches, and a pointer to the checks when the result is far off."""
+    said = (f"A correct GAN reaches a classifier Inception Score of about {EXPECTED_IS:g} (real digits: "
+            f"{REAL_IS:g}) after 10 000 iterations (lower after fewer).")
+    if inception_score != inception_score or (iter_max >= 10000 and inception_score < 6):
+        said += (f" Yours is {inception_score:.2f}, far from that: run the check cells for the losses "
+                 "(labels, signs, the detach in the discriminator's loss).")
+    return said
+
+
+def run_experiment(session) -> int:
+    """``experiment.py --model gan``: train the course's networks with the notebook's
+    losses, write checkpoints, the loss curves and samples, and print the classifier
+    Inception Score and Frechet distance of 10 000 samples and what a correct GAN reaches."""
+    from . import classifier as clf
+    from . import sample_metrics as sm
+
+    a = session.args
+    loss_d = session.defined("loss_nonsaturating_d")
+    loss_g = session.defined("loss_nonsaturating_g" if a.loss_g == "nonsaturating" else "loss_minimax_g")
+    device = session.device
+    train_images, _ = session.load("train")
+    session.seed()
+    g, d = Generator(dim_z=a.num_latents), Discriminator()
+    print(f"Training a GAN (z_dim={a.num_latents}, {a.loss_g} generator loss) from {session.notebook.name} "
+          f"on {device} for {a.iter_max} iterations; writing to {session.run_dir}", flush=True)
+    history = session.train(lambda: train_gan(
+        g, d, train_images, loss_d, loss_g, iter_max=a.iter_max, seed=a.runid, device=device,
+        progress=not a.no_progress, save_every=a.iter_save,
+        save_fn=lambda g_, d_, it: session.checkpoint({"g": g_.state_dict(), "d": d_.state_dict()}, it),
+        precision=a.precision, threads=session.threads))
+    session.write_outputs(history, samples(g, 200, seed=a.runid), what="GAN", pad_value=1.0)
+    last = slice(-500, None)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    print(f"Mean losses over the last 500 iterations: discriminator {mean(history['loss_d'][last]):.4f}, "
+          f"generator {mean(history['loss_g'][last]):.4f}", flush=True)
+    test_images, _ = session.load("test", device="cpu")
+    quality = sm.report(samples(g, 10000, seed=0), test_images, clf.load(session.data_root()))
+    print(f"Classifier Inception Score of 10000 samples: {quality['is'][0]:.2f} "
+          f"(real test digits: {quality['is_reference'][0]:.2f}; 10 is the most)")
+    print(f"Frechet distance to the test digits (classifier features): {quality['fd']:.2f} (0 is identical)")
+    print(expectation(quality["is"][0], a.iter_max), flush=True)
+    return 0
+
+
+EXPERIMENT = training.Experiment(
+    summary=("trains the course's GAN networks with the notebook's loss_nonsaturating_d and the "
+             "generator loss chosen by --loss_g (Adam with beta1 = 0.5, D at 2e-4 and G at 1e-3, both "
+             "decayed linearly to 0; the generator kept is the moving average of its weights), then "
+             "prints the classifier Inception Score and Frechet distance of 10 000 samples"),
+    run=run_experiment,
+    options=(
+        training.Option("--loss_g", "the generator's loss", "nonsaturating",
+                        choices=("nonsaturating", "minimax")),
+        training.Option("--precision", "bf16 runs the networks in bfloat16 autocast (about 2x on CPUs "
+                        "with AVX512-BF16 or AMX, same sample quality), auto picks bf16 on such CPUs and "
+                        "float32 elsewhere, fp32 turns it off", "auto", choices=training.PRECISIONS),
+    ))

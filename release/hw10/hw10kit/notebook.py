@@ -87,6 +87,12 @@ class Chunk:
     label: str = ""  # how a student finds the cell: "code cell 3 (`def sample_gaussian(m, v):`)"
 
     @property
+    def refused(self) -> list:
+        """The statements left out because they would change imported code: entries of
+        ``dropped`` with a ``"refused"`` reason (so they travel wherever ``dropped`` does)."""
+        return [d for d in self.dropped if "refused" in d]
+
+    @property
     def filename(self) -> str:
         return cell_filename(self.cell)
 
@@ -207,6 +213,85 @@ def _is_cheap(expr, library: frozenset = frozenset()) -> bool:
 
 
 KEEP, DROP, TENTATIVE = "keep", "drop", "tentative"
+
+#: Calls that hand out a module, a class or a namespace without naming it.
+ESCAPES = frozenset({"__import__", "globals", "vars", "locals", "getattr", "eval", "exec", "type",
+                     "super", "object", "importlib", "sys"})
+#: Methods that change the object they are called on (a module's ``__dict__``, ``sys.modules``).
+MUTATORS = frozenset({"__setattr__", "__delattr__", "__setitem__", "__delitem__", "update",
+                      "setdefault", "pop", "popitem", "clear"})
+
+
+def _executed(stmt):
+    """The nodes of ``stmt`` that run when it runs: all but function and lambda bodies
+    (their decorators, defaults and annotations do run; so do class bodies)."""
+    todo = [stmt]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            args = node.args
+            todo.extend(args.defaults + [d for d in args.kw_defaults if d is not None])
+            if not isinstance(node, ast.Lambda):
+                todo.extend(node.decorator_list)
+                todo.extend(a.annotation for a in args.posonlyargs + args.args + args.kwonlyargs
+                            + [args.vararg, args.kwarg] if a is not None and a.annotation is not None)
+                if node.returns is not None:
+                    todo.append(node.returns)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def _foreign(expr, imported: set) -> bool:
+    """``expr`` names something imported (a module, a class or a function from one; or
+    a name assigned from one), or reaches objects by name (``getattr``, ``vars``...)."""
+    return any(isinstance(n, ast.Name) and (n.id in imported or n.id in ESCAPES) for n in ast.walk(expr))
+
+
+def _patches(stmt, imported: set) -> str | None:
+    """What ``stmt`` would change in imported code, if anything (``torch.Tensor.mean = f``,
+    ``F.softplus += 1``, ``del np.sum``, ``setattr(torch, "randn", f)``, a module's
+    ``__dict__`` updated, ``sys.modules[...] = ...``). Assigning attributes of the
+    notebook's own classes and functions (``VAE.beta = 1``) is not a patch."""
+    for node in _executed(stmt):
+        targets = []
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            for t in (target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]):
+                if isinstance(t, ast.Starred):
+                    t = t.value
+                if isinstance(t, (ast.Attribute, ast.Subscript)) and _foreign(t.value, imported):
+                    return f"`{ast.unparse(t)[:60]}`"
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else None
+            if name in ("setattr", "delattr") and node.args and _foreign(node.args[0], imported):
+                return f"`{ast.unparse(node.args[0])[:60]}` (through {name})"
+            if isinstance(func, ast.Attribute) and func.attr in MUTATORS and _foreign(func.value, imported):
+                return f"`{ast.unparse(func.value)[:60]}` (through .{func.attr})"
+    return None
+
+
+def _update_imported(stmt, imported: set) -> None:
+    """Track which top-level names hold imported code: names that imports bind (the kit's
+    too), and names assigned from an expression that mentions one; a def or class (or an
+    assignment of anything else) makes a name the notebook's own again."""
+    if isinstance(stmt, ast.Import):
+        imported.update((a.asname or a.name).split(".")[0] for a in stmt.names)
+    elif isinstance(stmt, ast.ImportFrom):
+        imported.update(a.asname or a.name for a in stmt.names if a.name != "*")
+    elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        imported.discard(stmt.name)
+    elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+        foreign = _foreign(stmt.value, imported)
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        for target in targets:
+            for n in ast.walk(target):
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                    (imported.add if foreign else imported.discard)(n.id)
 BLOCKS = (ast.If, ast.Try, ast.With)
 ASSIGNMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
 
@@ -255,12 +340,31 @@ def _describe(stmt, lines) -> dict:
     return {"line": stmt.lineno, "text": first[:80], "names": _assigned_names(stmt)}
 
 
-def _filter_block(stmts, lines, out, dropped, library) -> tuple:
-    """Blank the lines of dropped statements in ``out`` (a list of source lines).
-    Returns (anything kept, anything tentative) for the block."""
+def _filter_block(stmts, lines, out, dropped, library, imported=None, refused=None) -> tuple:
+    """Blank the lines of dropped statements in ``out`` (a list of source lines), and of
+    statements that would change imported code (recorded in ``refused``; ``imported``:
+    the names that hold imported code so far, updated). Returns (anything kept,
+    anything tentative) for the block."""
+    refused = [] if refused is None else refused
     kept_any = tentative_any = False
     for stmt in stmts:
         verdict = _keep(stmt, library)
+        header = stmt.test if isinstance(stmt, ast.If) else \
+            ast.Tuple([i.context_expr for i in stmt.items], ast.Load()) if isinstance(stmt, ast.With) else \
+            None if isinstance(stmt, ast.Try) else stmt
+        patched = _patches(header, imported) if header is not None and imported is not None else None
+        if patched:
+            for n in range(stmt.lineno - 1, stmt.end_lineno):
+                out[n] = ""
+            first = lines[stmt.lineno - 1].strip() if stmt.lineno <= len(lines) else ""
+            refused.append({"line": stmt.lineno, "text": first[:80], "names": [],
+                            "refused": f"it changes {patched}, which belongs to imported code (a module, "
+                                   "or a class or function from one); the grader never runs code that "
+                                   "changes imported modules or classes. Define your own functions "
+                                   "instead (attributes of your own classes are fine)."})
+            continue
+        if verdict != DROP and imported is not None:
+            _update_imported(stmt, imported)
         if verdict == DROP:
             for n in range(stmt.lineno - 1, stmt.end_lineno):
                 out[n] = ""
@@ -277,7 +381,7 @@ def _filter_block(stmts, lines, out, dropped, library) -> tuple:
         for body in bodies:
             if not body:
                 continue
-            kept, tentative = _filter_block(body, lines, out, dropped, library)
+            kept, tentative = _filter_block(body, lines, out, dropped, library, imported, refused)
             tentative_any |= tentative
             if not kept:
                 first = body[0]
@@ -295,9 +399,12 @@ def _check_lines(lines) -> None:
                              "reads it as a help request; shorten it or drop the `?`")
 
 
-def definitions_of(text: str, cell: int, library: set | None = None) -> Chunk | None:
+def definitions_of(text: str, cell: int, library: set | None = None,
+                   imported: set | None = None) -> Chunk | None:
     """The kept code of one code cell (None when nothing is kept). ``library``: names
-    bound by imports so far (updated with this cell's).
+    bound by imports so far (updated with this cell's); ``imported``: names that hold
+    imported code so far (updated), whose changes are refused (``Chunk.refused``); None
+    runs such changes like any other statement.
 
     Raises SyntaxError (with ``filename`` set to ``<cell N>``) for a cell that is not
     valid Python after IPython's translation, ValueError for one too large to read.
@@ -332,11 +439,11 @@ def definitions_of(text: str, cell: int, library: set | None = None) -> Chunk | 
     tentative = []
     kept_any = False
     for stmt in tree.body:
-        kept, tent = _filter_block([stmt], lines, out, dropped, frozen)
+        kept, tent = _filter_block([stmt], lines, out, dropped, frozen, imported, dropped)
         kept_any |= kept
         if kept and tent:
             tentative.append(stmt.lineno)
-    if not kept_any:
+    if not kept_any and not any("refused" in d for d in dropped):
         return None
     return Chunk(cell, "\n".join(out).rstrip("\n") + "\n", dropped, tentative)
 
@@ -374,14 +481,18 @@ def cell_label(number: int, text: str, heading: str | None) -> str:
     return f"code cell {number} (`{first}`){where}"
 
 
-def read_answer(nb: dict, deadline: float | None = None) -> Answer:
+def read_answer(nb: dict, deadline: float | None = None, refuse_patches: bool = True) -> Answer:
     """Kept definitions of every code cell, in notebook order; reading stops at
     ``deadline`` (``time.monotonic()``), if given, with a problem noted. Cells are
-    numbered among the code cells, from 1, as a student counts them."""
+    numbered among the code cells, from 1, as a student counts them. Statements that
+    would change imported modules or classes are left out and listed in each chunk's
+    ``refused`` (unless ``refuse_patches`` is false: ``experiment.py`` on the student's
+    own machine runs them)."""
     import time
 
     chunks, errors = [], []
     library: set = set()
+    imported: set | None = set() if refuse_patches else None
     heading, number = None, 0
     for cell in nb.get("cells", []):
         if not isinstance(cell, dict):
@@ -401,7 +512,7 @@ def read_answer(nb: dict, deadline: float | None = None) -> Answer:
         text = _cell_text(cell)
         label = cell_label(number, text, heading)
         try:
-            chunk = definitions_of(text, number, library)
+            chunk = definitions_of(text, number, library, imported)
         except SyntaxError as exc:
             errors.append((number, f"SyntaxError in {label}, line {exc.lineno}: {exc.msg}"))
             continue
@@ -501,7 +612,7 @@ def load_definitions(path, namespace: dict | None = None) -> dict:
     ``experiment.py`` on the student's own machine). Raises on syntax errors and on
     definitions that fail, naming the cell; a tentative statement that fails only
     costs its own names."""
-    answer = read_answer(load(path))
+    answer = read_answer(load(path), refuse_patches=False)
     if answer.problems:
         raise SyntaxError("; ".join(msg for _, msg in answer.problems))
     ns = namespace if namespace is not None else {"__name__": "hw10_notebook"}

@@ -30,14 +30,24 @@ class Unfinished(RuntimeError):
         return [f"\u23f8 {self}"]
 
 
-def guard(what: str):
-    """Decorator: a NotImplementedError inside becomes ``Unfinished(name, what)``."""
-    def wrap(fn):
+class guard:
+    """``@guard("Training")`` on a function, or ``with guard("This comparison"):`` around
+    notebook code: a NotImplementedError inside becomes ``Unfinished(name, what)``."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __call__(self, fn):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
-            try:
+            with self:
                 return fn(*args, **kwargs)
-            except NotImplementedError as exc:
-                raise Unfinished(unfinished_name(exc), what) from None
         return inner
-    return wrap
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not None and issubclass(kind, NotImplementedError):
+            raise Unfinished(unfinished_name(exc.with_traceback(tb)), self.what) from None
+        return False

@@ -19,30 +19,14 @@ import math
 
 import torch
 
+from . import training
+from .training import make_adam, module_device as _model_device, pick_device  # noqa: F401  (one home: training)
 from .unfinished import guard
 
-try:  # a notebook progress bar in Jupyter, a text one in a terminal
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is in the requirements
-    tqdm = None
-
 METRICS = ("nelbo", "kl", "rec")
-
-
-def pick_device() -> torch.device:
-    """The fastest available device: CUDA, then Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _model_device(model) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+LOSSES = {"nelbo": "negative ELBO (nats per image)"}  # what train_vae's history records and plots
+DIVERGED = ("Check that sample_gaussian uses sqrt(v) (v is a variance) and that the KL and "
+            "reconstruction terms are computed from the encoder's (m, v).")
 
 
 def _loss(model, x):
@@ -50,15 +34,6 @@ def _loss(model, x):
     if hasattr(model, "loss"):
         return model.loss(x)[0]
     return model.negative_elbo_bound(x)[0]
-
-
-def make_adam(params, lr: float, device, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
-    """Adam with its fused kernel (one kernel for all parameters) where this build of
-    torch has one for ``device``, else the default (foreach) Adam. Same update rule."""
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def compiled_loss(model, enabled: bool = True):
@@ -103,18 +78,30 @@ def lr_schedule(recipe: str, lr: float, iter_max: int):
     raise ValueError(f"recipe must be one of {RECIPES}, not {recipe!r}")
 
 
+def vae_step(model, optimizer, loss_fn):
+    """The step function: binarize the batch afresh on its device (``torch.bernoulli``),
+    one Adam step on the negative ELBO; returns ``{"nelbo": loss}``."""
+    def step(batch):
+        loss = loss_fn(torch.bernoulli(batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"nelbo": loss}
+    return step
+
+
 @guard("Training")
 def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 100,
               lr: float = 1e-3, seed: int | None = 0, device=None, progress: bool = True,
               log_every: int = 50, save_every: int | None = None, save_fn=None,
-              recipe: str = "course", compile: bool = False):
+              recipe: str = "course", compile: bool = False, threads=None) -> dict:
     """Train ``model`` with the course recipe and return its loss history.
 
-    The fast path: the training set lives on ``device`` as one tensor, each batch is
-    drawn there from a per-epoch permutation and binarized there, Adam uses its fused kernel, and the
-    loss is read back to the host only every ``log_every`` steps. What is learned is the
-    course's: Adam at ``lr``, batches of ``batch_size``, ``iter_max`` steps, the same
-    networks.
+    The fast path (``hw10kit.training``): the training set lives on ``device`` as one
+    tensor, each batch is drawn there from a per-epoch permutation and binarized there,
+    Adam uses its fused kernel, and the loss is read back to the host only every
+    ``log_every`` steps. What is learned is the course's: Adam at ``lr``, batches of
+    ``batch_size``, ``iter_max`` steps, the same networks.
 
     Args:
         model: the notebook's ``VAE`` (moved to ``device`` in place).
@@ -128,71 +115,43 @@ def train_vae(model, train_images, *, iter_max: int = 10000, batch_size: int = 1
             model's own sampling); None leaves the RNG alone. The model's weights are
             initialised when it is built: seed before building it for a fully
             reproducible run (``repeat_over_seeds`` does).
-        device: where to train; default: the model's device.
+        device: where to train; default: the model's device when it is not the CPU, else
+            the fastest available (``training.training_device``).
         progress: show a tqdm bar (iterations per second and the running NELBO).
-        log_every: refresh the bar's running NELBO every this many steps (reading the
-            loss back waits for the device, so this is not done every step).
+        log_every: read the loss back every this many steps: the bar's running NELBO and
+            the NaN guard (reading waits for the device, so this is not done every step).
         save_every, save_fn: call ``save_fn(model, iteration)`` every ``save_every``
             iterations and after the last one (checkpoints).
         recipe: ``"course"`` (constant lr) or ``"tuned"`` (opt-in schedule, see RECIPES).
         compile: compile the loss with ``torch.compile`` (off by default: on a CPU it
             gains a few percent per step but its first compile costs ~15 s).
+        threads: CPU threads during training, a number or "auto" (``training.choose_threads``);
+            None (the default): ``$HW10_THREADS``, else "auto".
 
     Returns:
-        list of ``(iteration, nelbo)`` for every iteration (1-based), nelbo a float.
+        the history (``training.fit``'s format): ``{"iteration": [1, ..., iter_max],
+        "nelbo": [the batch's NELBO at each step], "losses": LOSSES, "seconds": s,
+        "precision": "fp32", "threads": n}``.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite.
     """
-    device = torch.device(device) if device is not None else _model_device(model)
+    schedule = lr_schedule(recipe, lr, iter_max)  # refuses an unknown recipe before any work
+    device = training.training_device(device, model)
     model.to(device)
     model.train()
-    data = train_images.to(device=device, dtype=torch.float32)
-    if data.dim() != 2:
-        data = data.reshape(data.shape[0], -1)
-    n = data.shape[0]
+    data = training.on_device(train_images, device, (train_images.shape[0], -1))
     if seed is not None:
         torch.manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_adam(params, lr, device)
-    schedule = lr_schedule(recipe, lr, iter_max)
-    loss_fn = compiled_loss(model, compile)
-    losses = torch.empty(iter_max, device=device)
-    per_epoch = (n // batch_size) * batch_size  # whole batches per epoch (drops a remainder)
-    order = None
-
-    bar = tqdm(total=iter_max, disable=not progress or tqdm is None, desc="train",
-               unit="it", dynamic_ncols=True, mininterval=0.5) if tqdm is not None else None
-    try:
-        for it in range(1, iter_max + 1):
-            if recipe != "course":
-                for group in optimizer.param_groups:
-                    group["lr"] = schedule(it)
-            start = ((it - 1) * batch_size) % per_epoch
-            if start == 0:  # a new epoch: a fresh shuffle, as DataLoader(shuffle=True) does
-                order = torch.randperm(n, device=device)
-            x = torch.bernoulli(data[order[start:start + batch_size]])
-            loss = loss_fn(x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses[it - 1] = loss.detach()
-            if it % log_every == 0 or it == iter_max:
-                recent = losses[max(0, it - log_every):it].mean().item()
-                if not math.isfinite(recent):
-                    raise FloatingPointError(
-                        f"the NELBO became {recent} by iteration {it}. Check that "
-                        "sample_gaussian uses sqrt(v) (v is a variance) and that the KL and "
-                        "reconstruction terms are computed from the encoder's (m, v).")
-                if bar is not None:
-                    bar.set_postfix(nelbo=f"{recent:.2f}", refresh=False)
-                    bar.update(it - bar.n)
-            if save_fn is not None and save_every and (it % save_every == 0 or it == iter_max):
-                save_fn(model, it)
-    finally:
-        if bar is not None:
-            bar.close()
-    return [(i + 1, v) for i, v in enumerate(losses.tolist())]
+    optimizer = make_adam([p for p in model.parameters() if p.requires_grad], lr, device)
+    schedulers = [] if recipe == "course" else [
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: schedule(done + 1) / lr)]
+    save = None if save_fn is None else (lambda it: save_fn(model, it))
+    return training.fit(vae_step(model, optimizer, compiled_loss(model, compile)),
+                        training.batches(data, batch_size), iter_max=iter_max, losses=LOSSES,
+                        device=device, hint=DIVERGED, log_every=log_every, progress=progress,
+                        desc="train", schedulers=schedulers, save_every=save_every, save=save,
+                        threads=threads)
 
 
 @torch.no_grad()
@@ -348,6 +307,16 @@ def _mean_stderr(values) -> tuple:
 
 @torch.no_grad()
 @guard("The sample grid")
+def _generated(model, n: int, kind: str) -> torch.Tensor:
+    """``n`` generated digits (n, 1, 28, 28) on the CPU; see ``sample_grid`` for ``kind``."""
+    if kind not in ("sample", "mean"):
+        raise ValueError(f"kind must be 'sample' or 'mean', not {kind!r}")
+    model.eval()
+    x = model.sample_x(n) if kind == "sample" else model.sample_sigmoid(n)
+    model.train()
+    return x.detach().float().cpu().reshape(n, 1, 28, 28)
+
+
 def sample_grid(model, rows: int = 10, cols: int = 20, kind: str = "sample"):
     """A (3, H, W) image tensor in [0, 1] tiling ``rows * cols`` generated digits.
 
@@ -357,61 +326,93 @@ def sample_grid(model, rows: int = 10, cols: int = 20, kind: str = "sample"):
     """
     from torchvision.utils import make_grid
 
-    n = rows * cols
-    model.eval()
-    if kind == "sample":
-        x = model.sample_x(n)
-    elif kind == "mean":
-        x = model.sample_sigmoid(n)
-    else:
-        raise ValueError(f"kind must be 'sample' or 'mean', not {kind!r}")
-    model.train()
-    images = x.detach().float().cpu().reshape(n, 1, 28, 28)
-    return make_grid(images, nrow=cols, padding=2, pad_value=0.5)
+    return make_grid(_generated(model, rows * cols, kind), nrow=cols, padding=2, pad_value=0.5)
 
 
 def save_sample_grid(model, path, rows: int = 10, cols: int = 20, kind: str = "sample"):
     """Save a ``rows`` x ``cols`` grid of generated digits as a PNG at ``path`` and
-    return it as an (H, W) numpy array in [0, 1] for ``plt.imshow(..., cmap="gray")``.
-    See ``sample_grid`` for ``kind``."""
-    from torchvision.utils import save_image
-
-    grid = sample_grid(model, rows, cols, kind)
-    save_image(grid, str(path))
-    return grid[0].numpy()
+    return it as an (H, W) numpy array in [0, 1] for ``plt.imshow(..., cmap="gray")``
+    (drawn once). See ``sample_grid`` for ``kind``."""
+    return training.save_grid(_generated(model, rows * cols, kind), path, cols=cols)
 
 
 def plot_loss_curve(history, path=None, smooth: int = 100, title: str = "VAE training"):
-    """Plot the training NELBO per iteration (faint) with a moving average over
-    ``smooth`` iterations; save it to ``path`` (PNG) when given. Returns the figure."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    its = np.array([h[0] for h in history], dtype=float)
-    vals = np.array([h[1] for h in history], dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if len(vals):
-        ax.plot(its, vals, color="tab:blue", alpha=0.25, linewidth=0.8, label="batch NELBO")
-        k = max(1, min(smooth, len(vals) // 5 or 1))
-        if k > 1:
-            avg = np.convolve(vals, np.ones(k) / k, mode="valid")
-            ax.plot(its[k - 1:], avg, color="tab:blue", linewidth=2, label=f"mean of last {k}")
-        # The first iterations start near 540 nats; zoom on the part that matters.
-        top = np.quantile(vals, 0.98) if len(vals) >= 50 else vals.max()
-        low = vals.min()
-        ax.set_ylim(low - 0.05 * (top - low + 1), top + 0.05 * (top - low + 1))
-        ax.legend(loc="upper right")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("negative ELBO (nats per image)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(str(path), dpi=120)
-    return fig
+    """``training.plot_history`` for ``train_vae``'s history (also accepts the former
+    list of ``(iteration, nelbo)`` pairs). Returns the figure."""
+    if not isinstance(history, dict):
+        pairs = list(history)
+        history = {"iteration": [p[0] for p in pairs], "nelbo": [p[1] for p in pairs], "losses": LOSSES}
+    return training.plot_history(history, path, smooth=smooth, title=title,
+                                 ylabel="negative ELBO (nats per image)")
 
 
 def summary_line(metrics: dict) -> str:
     """The course's one-line summary: ``NELBO: <x>. KL: <y>. Rec: <z>``."""
     return "NELBO: {:.4f}. KL: {:.4f}. Rec: {:.4f}".format(
         float(metrics["nelbo"]), float(metrics["kl"]), float(metrics["rec"]))
+
+
+# --------------------------------------------------------------------- experiment.py --model vae
+
+#: The course recipe's NELBO on the test subset after 10 000 iterations (bench/vae.json).
+EXPECTED_NELBO = {64: (97.5, 99.5), 10: (101.0, 103.5)}
+
+
+def expectation(nelbo: float, z_dim: int, iter_max: int) -> str:
+    """What a correct VAE reaches, and a pointer to the checks when the result is far off."""
+    low, high = EXPECTED_NELBO.get(z_dim, (95.0, 106.0))
+    said = (f"A correct VAE with z = {z_dim} reaches a NELBO of about {low:g} to {high:g} nats after "
+            "10 000 iterations (higher after fewer).")
+    if nelbo != nelbo or nelbo < 60 or (iter_max >= 10000 and nelbo > high + 15) or nelbo > 250:
+        said += (f" Yours is {nelbo:.1f}, far from that: run the check cells for sample_gaussian and "
+                 "negative_elbo_bound in the notebook (sign, sum vs mean, variance vs std).")
+    return said
+
+
+def run_experiment(session) -> int:
+    """``experiment.py --model vae``: train the notebook's ``VAE``, write checkpoints, the
+    loss curve and samples, print the full-test-set bound, IWAE-100, what a correct VAE
+    reaches, and last the course's summary line on its 100-image subset."""
+    from . import data as hw10data
+
+    a = session.args
+    VAE = session.defined("VAE")
+    device = session.device
+    train_images, _ = session.load("train")
+    test_images, test_labels = session.load("test")
+    x_subset, _ = hw10data.fixed_test_subset(test_images, test_labels)
+    session.seed()
+    model = VAE(z_dim=a.num_latents).to(device)
+    print(f"Training VAE (z_dim={a.num_latents}) from {session.notebook.name} on {device} "
+          f"for {a.iter_max} iterations; writing to {session.run_dir}", flush=True)
+    history = session.train(lambda: train_vae(
+        model, train_images, iter_max=a.iter_max, seed=a.runid, device=device,
+        progress=not a.no_progress, save_every=a.iter_save,
+        save_fn=lambda m, it: session.checkpoint(m.state_dict(), it),
+        recipe=a.recipe, compile=a.compile, threads=session.threads))
+    torch.manual_seed(a.runid)
+    session.write_outputs(history, _generated(model, 200, "sample"), what="VAE",
+                          ylabel="negative ELBO (nats per image)")
+    full = evaluate_full(model, test_images, seed=0)
+    metrics = evaluate_course(model, test_images, test_labels, passes=100)
+    niwae = evaluate_iwae(model, x_subset, k=100)
+    print(f"Negative ELBO on the full test set (10000 images; not in the course code): {full:.4f}")
+    print(f"Negative IWAE-100 bound on the test subset (tighter estimate of -log p(x); it uses your "
+          f"encoder, decoder and prior, with its own sampling z = m + sqrt(v) * eps): {niwae:.4f}")
+    print(expectation(metrics["nelbo"], a.num_latents, a.iter_max))
+    print("Test subset (100 images, averaged over 100 passes):")
+    print(summary_line(metrics), flush=True)
+    return 0
+
+
+EXPERIMENT = training.Experiment(
+    summary=("trains the notebook's VAE with the course recipe (Adam, lr 1e-3, batches of 100 "
+             "binarized afresh), then prints the bound on the full test set, the IWAE-100 bound and, "
+             "last, the course's line 'NELBO: <x>. KL: <y>. Rec: <z>' on its 100-image test subset"),
+    run=run_experiment,
+    options=(
+        training.Option("--recipe", "course: Adam at a constant 1e-3; tuned: warm-up to 2e-3, then "
+                        "cosine decay to 0 (same iterations, better bound)", "course", choices=RECIPES),
+        training.Option("--compile", "compile the loss with torch.compile (falls back quietly)",
+                        flag_only=True),
+    ))

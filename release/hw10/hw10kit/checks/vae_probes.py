@@ -9,6 +9,11 @@ import numpy as np
 
 from .core import ProbeError, lookup as _lookup, to_numpy as _np, tensor_out as _tensor_out
 
+try:  # the grader's copy of the kit only: the student release leaves it out (it answers Q2(a))
+    from .stand_ins import sample_gaussian as STAND_IN_SAMPLER
+except ImportError:  # a student's kit: negative_elbo_bound is probed with their own sampler
+    STAND_IN_SAMPLER = None
+
 
 def sample_gaussian_call(ns: dict, inputs: dict) -> dict:
     """Call ``sample_gaussian(m, v)`` ``calls`` times (default 1) with m, v requiring
@@ -32,14 +37,6 @@ def sample_gaussian_call(ns: dict, inputs: dict) -> dict:
         out["grad_m"] = None if gm is None else _np(gm)
         out["grad_v"] = None if gv is None else _np(gv)
     return out
-
-
-def reference_sample_gaussian(m, v):
-    """A correct sampler, swapped in while negative_elbo_bound is probed, so that a
-    broken Q2(a) costs only Q2(a)'s points."""
-    import torch
-
-    return m + torch.sqrt(v) * torch.randn_like(m)
 
 
 def _linear_vae(ns: dict, inputs: dict):
@@ -88,8 +85,8 @@ def _linear_vae(ns: dict, inputs: dict):
 
 
 def negative_elbo_call(ns: dict, inputs: dict) -> dict:
-    """Build the VAE with linear networks and a reference ``sample_gaussian`` in the
-    namespace, call ``negative_elbo_bound(x)`` where x is
+    """Build the VAE with linear networks and (in the grader) a stand-in ``sample_gaussian``
+    in the namespace, call ``negative_elbo_bound(x)`` where x is
     ``inputs["x"]`` (batch, 784), or one row repeated ``inputs["repeat"]`` times, and
     report the three returned values, their shapes, and the gradients of rec and kl
     with respect to the encoder's weights."""
@@ -101,12 +98,13 @@ def negative_elbo_call(ns: dict, inputs: dict) -> dict:
         x = x.reshape(1, -1).repeat(int(inputs["repeat"]), 1)
     missing = object()
     saved = ns.get("sample_gaussian", missing)
-    ns["sample_gaussian"] = reference_sample_gaussian
+    if STAND_IN_SAMPLER is not None:  # so that a broken Q2(a) costs only Q2(a)'s points
+        ns["sample_gaussian"] = STAND_IN_SAMPLER
     try:
         result = model.negative_elbo_bound(x)
     finally:  # the notebook's own namespace must come back as it was
         if saved is missing:
-            del ns["sample_gaussian"]
+            ns.pop("sample_gaussian", None)
         else:
             ns["sample_gaussian"] = saved
     if not isinstance(result, (tuple, list)) or len(result) != 3:
@@ -115,6 +113,7 @@ def negative_elbo_call(ns: dict, inputs: dict) -> dict:
     names = ("nelbo", "kl", "rec")
     tensors = [_tensor_out(t, f"{n} (item {i} of the returned tuple)") for i, (n, t) in enumerate(zip(names, result))]
     out = {f"{n}_shape": list(t.shape) for n, t in zip(names, tensors)}
+    out["own_sampler"] = STAND_IN_SAMPLER is None
     out.update({n: _np(t) for n, t in zip(names, tensors)})
     weight = model.enc.net.weight
     for n, t in zip(("kl", "rec"), tensors[1:]):
