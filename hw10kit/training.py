@@ -456,6 +456,8 @@ class Experiment:
     summary: str
     run: Callable
     options: tuple = ()
+    #: This model's defaults for options every model takes, e.g. ``{"iter_max": 3000}``.
+    defaults: dict = field(default_factory=dict)
 
 
 def _argparse_threads(value):

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from grading_helpers import ALL_MARKS, REPO, needs_pool_users, score_of, solution_with, write_folder
+from grading_helpers import vae_entry, ALL_MARKS, REPO, needs_pool_users, score_of, solution_with, write_folder
 from hw10grader.assignment import QUESTIONS
 from hw10grader.results import validate
 from pipeline import grade_local
@@ -31,7 +31,7 @@ def test_blank_release_gets_zero_with_a_valid_results_file(built_course, tmp_pat
     doc = run_zip(built_course, built_course.release, tmp_path)
     validate(doc)
     assert score_of(doc) == 0 and len(doc["tests"]) == sum(len(q.checks) for q in QUESTIONS)
-    assert "NotImplementedError" in doc["tests"][0]["output"]
+    assert "NotImplementedError" in vae_entry(doc)["output"]
 
 
 def test_results_are_written_even_when_the_grader_cannot_start(built_course, tmp_path):
@@ -50,7 +50,7 @@ def test_student_code_cannot_read_the_hidden_checks(built_course, tmp_path):
              "    path = os.path.join(sys.argv[1], 'hw10grader', 'hidden', 'vae.py')\n"
              "    raise RuntimeError('LEAKED' + str(len(open(path).read())))")
     doc = run_zip(built_course, write_folder(tmp_path / "sub", solution_with(cheat)), tmp_path)
-    out = doc["tests"][0]["output"]
+    out = vae_entry(doc)["output"]
     assert "Permission denied" in out and not re.search(r"LEAKED\d", out)
 
 

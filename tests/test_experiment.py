@@ -122,3 +122,23 @@ def test_a_loss_without_gradient_ends_the_run_in_one_line(tmp_path):
         "experiment.py: error: the generator's loss has no gradient with respect to g's parameters, so it "
         "cannot train g: run its check cell"]
     assert not (folder / "checkpoints").exists()
+
+
+def test_a_model_declares_its_own_defaults_for_the_common_options(experiment):
+    from hw10kit import diffusion_training
+
+    args, _, _ = experiment.parse_args(["--model", "diffusion"])
+    assert args.iter_max == diffusion_training.ITER_MAX != 10000
+    assert experiment.parse_args(["--model", "vae"])[0].iter_max == 10000
+    assert experiment.parse_args(["--model", "diffusion", "--iter_max", "7"])[0].iter_max == 7
+
+
+def test_help_lists_an_option_two_models_declare_once(experiment, capsys):
+    shared = training.Option("--shared_flag", "an option two models take")
+    exp = training.Experiment(summary="x", run=lambda s: 0, options=(shared,))
+    known = {p.key: p for p in manifest.PROBLEMS if p.experiment}
+    keys = sorted(known)[:2]
+    parser = experiment.build_parser(known, {keys[0]: exp, keys[1]: exp})
+    text = parser.format_help()
+    assert text.count("an option two models take") == 1 and "also takes --shared_flag" in text
+

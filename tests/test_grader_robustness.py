@@ -6,7 +6,7 @@ import os
 
 import nbformat
 import pytest
-from grading_helpers import (FULL_MARKS, needs_pool_users, by_name, judge, master_notebook, score_of,
+from grading_helpers import (vae_entry, FULL_MARKS, needs_pool_users, by_name, judge, master_notebook, score_of,
                              solution_with, write_folder, write_zip)
 from hw10grader.results import validate
 
@@ -75,7 +75,7 @@ def test_corrupt_notebook_json_gets_a_clear_message(tmp_path):
     (tmp_path / "sub" / "hw10_vae.ipynb").write_text('{"cells": [')
     doc = judge(tmp_path / "sub", tmp_path / "r.json")
     assert_valid(doc)
-    assert score_of(doc) == 0 and "not valid JSON" in doc["tests"][0]["output"]
+    assert score_of(doc) == 0 and "not valid JSON" in vae_entry(doc)["output"]
 
 
 def test_syntax_error_in_another_cell_costs_nothing_and_is_reported(tmp_path):
@@ -137,7 +137,7 @@ def test_blank_function_says_not_implemented(tmp_path):
     nb = solution_with("def sample_gaussian(m, v):\n    raise NotImplementedError()")
     doc = graded(tmp_path, nb)
     assert score_of(doc, Q2A) == 0
-    assert "NotImplementedError" in doc["tests"][0]["output"]
+    assert "NotImplementedError" in vae_entry(doc)["output"]
 
 
 def test_monkeypatching_the_checks_does_not_reach_the_judge(tmp_path):
@@ -151,7 +151,7 @@ def test_monkeypatching_the_checks_does_not_reach_the_judge(tmp_path):
 def test_student_code_runs_as_an_unprivileged_user(tmp_path):
     nb = solution_with("import os\ndef sample_gaussian(m, v):\n    raise RuntimeError(f'uid={os.getuid()}')")
     doc = graded(tmp_path, nb)
-    out = doc["tests"][0]["output"]
+    out = vae_entry(doc)["output"]
     assert "uid=" in out and "uid=0" not in out
 
 
@@ -203,14 +203,14 @@ def test_a_broken_sample_gaussian_costs_only_its_own_question(tmp_path):
 def test_a_name_the_reader_skipped_is_explained(tmp_path):
     nb = solution_with("for _ in range(1):\n    SCALE = 1.0\n"
                        "def sample_gaussian(m, v):\n    return m + SCALE * v.sqrt() * torch.randn_like(m)")
-    out = graded(tmp_path, nb)["tests"][0]["output"]
+    out = vae_entry(graded(tmp_path, nb))["output"]
     assert "NameError" in out and "`SCALE` is assigned in code cell" in out and "does not run" in out
 
 
 def test_a_statement_that_failed_while_defining_is_named_in_the_feedback(tmp_path):
     nb = solution_with("SCALE = compute_scale_slowly()\n"
                        "def sample_gaussian(m, v):\n    return m + SCALE * v.sqrt() * torch.randn_like(m)")
-    out = graded(tmp_path, nb)["tests"][0]["output"]
+    out = vae_entry(graded(tmp_path, nb))["output"]
     assert "line 1 (`SCALE = compute_scale_slowly()`) raised" in out and "compute_scale_slowly" in out
 
 
@@ -223,7 +223,7 @@ def test_a_failing_import_costs_nothing_when_grading_does_not_need_it(tmp_path):
 def test_a_failing_import_that_grading_needs_is_named_in_the_feedback(tmp_path):
     nb = solution_with("import scipy_not_installed as sp\n"
                        "def sample_gaussian(m, v):\n    return m + sp.sqrt(v) * torch.randn_like(m)")
-    out = graded(tmp_path, nb)["tests"][0]["output"]
+    out = vae_entry(graded(tmp_path, nb))["output"]
     assert "No module named 'scipy_not_installed'" in out
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from grading_helpers import REPO, judge, score_of, solution_with, write_folder
+from grading_helpers import vae_entry, REPO, judge, score_of, solution_with, write_folder
 from hw10grader import judge as judge_mod
 from hw10grader import resources
 from hw10grader.sandbox import SandboxError
@@ -300,5 +300,5 @@ def test_a_student_function_that_exhausts_memory_alone_is_charged_with_a_message
     cell = "import torch\ndef sample_gaussian(m, v):\n    big = torch.ones(2**28)\n    return m + big[:1] * 0"
     doc, _ = _graded_in_cgroup(tmp_path, write_folder(tmp_path / "sub", solution_with(cell)))
     assert score_of(doc, "Q2(a)") == 0 and score_of(doc, "Q2(b)") == 6.0
-    out = doc["tests"][0]["output"]
+    out = vae_entry(doc)["output"]
     assert "ran out of memory" in out and "ran alone" in out

@@ -80,15 +80,25 @@ def build_parser(known: dict, shown: dict) -> argparse.ArgumentParser:
     common = parser.add_argument_group("options of every model")
     for option in training.COMMON_OPTIONS:
         option.add_to(common)
+    added = {o.flag for o in training.COMMON_OPTIONS}
     for key, experiment in shown.items():
         if isinstance(experiment, Exception):
             parser.add_argument_group(f"--model {key}", f"unavailable: {known[key].experiment} could not be "
                                       f"imported ({type(experiment).__name__}: {experiment})")
             continue
-        group = parser.add_argument_group(f"--model {key} ({known[key].notebook})",
-                                          experiment.summary)
+        summary = experiment.summary
+        if experiment.defaults:
+            summary += " Its defaults: " + ", ".join(f"--{k} {v}" for k, v in experiment.defaults.items()) + "."
+        shared = [o.flag for o in experiment.options if o.flag in added]
+        if shared:  # declared by an earlier model too: listed there, once
+            summary += f" It also takes {', '.join(shared)} (described above)."
+        group = parser.add_argument_group(f"--model {key} ({known[key].notebook})", summary)
         for option in experiment.options:
-            option.add_to(group)
+            if option.flag not in added:
+                option.add_to(group)
+                added.add(option.flag)
+        if len(shown) == 1:
+            parser.set_defaults(**experiment.defaults)
     return parser
 
 

@@ -510,9 +510,9 @@ EXPERIMENT = training.Experiment(
              "ancestrally with its q_posterior (cosine schedule, T = 100 by default; Adam 2e-3 with "
              "warm-up and cosine decay; the network kept is the moving average of its weights), then prints "
              "the classifier Inception Score and Frechet distance of --num_scored samples. --num_latents "
-             "does not apply. Note: --iter_max defaults to 10000 for every model; this model's own default "
-             f"run is --iter_max {ITER_MAX}"),
+             "does not apply."),
     run=run_experiment,
+    defaults={"iter_max": ITER_MAX, "iter_save": ITER_MAX},
     options=(
         training.Option("--timesteps", "T, the diffusion steps (also the sampler's steps)", TIMESTEPS, int,
                         positive=True),
