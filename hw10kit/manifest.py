@@ -63,6 +63,27 @@ class Problem:
         return float(sum(w.points for w in self.written))
 
 
+@dataclass(frozen=True)
+class ProcessQuestion:
+    """A question about how the homework was done (seed question 6): a written-answer
+    cell every submission carries. The grader reports whether it was filled in and never
+    scores its content; its points are given by hand, on the written side."""
+    label: str      # "Q6(a)"
+    grade_id: str   # the nbgrader grade_id of its markdown answer cell
+    points: float
+    asks: str       # what it asks, in a few words (the grader's feedback names it)
+
+
+#: Question 6 sits at the end of the first notebook, so that every submission carries it.
+PROCESS_NOTEBOOK = "hw10_prompting.ipynb"
+PROCESS_NUMBER = 6
+PROCESS: tuple = (
+    ProcessQuestion("Q6(a)", "q6_sources", 1, "the sources you used"),
+    ProcessQuestion("Q6(b)", "q6_collaborators", 1, "who you worked with"),
+    ProcessQuestion("Q6(c)", "q6_hours", 1, "how many hours the homework took"),
+)
+
+
 LABEL = re.compile(r"^Q(\d+)\(([a-z]+)\)$")
 #: Lines the build strips from what it ships; a test fails if one ever leaks.
 #: (Spelled in two halves so that this file, which ships in the kit, carries neither.)
@@ -172,6 +193,13 @@ def validate(problems=None) -> None:
                                 f"e.g. 'hw10grader.hidden.{p.key}', not {p.hidden!r}")
         if p.experiment is not None and ":" not in p.experiment:
             raise ManifestError(f"{where}: experiment must be 'module:attribute', not {p.experiment!r}")
+    if not any(p.notebook == PROCESS_NOTEBOOK for p in problems) and problems is PROBLEMS:
+        raise ManifestError(f"hw10kit/manifest.py: PROCESS_NOTEBOOK {PROCESS_NOTEBOOK!r} is no problem's notebook")
+    for q in PROCESS:
+        m = LABEL.match(q.label)
+        if not m or int(m.group(1)) != PROCESS_NUMBER or not q.points > 0 or not q.grade_id.isidentifier():
+            raise ManifestError(f"hw10kit/manifest.py, process question {q.label!r}: write it as "
+                                f"'Q{PROCESS_NUMBER}(a)' with positive points and a grade_id that is a name")
 
 
 validate()
@@ -289,9 +317,18 @@ def notebook_problems(problem: Problem, nb: dict, *, release: bool = False) -> l
     written_points = 0.0
     heading = None
     headings = {}
+    process = {q.grade_id: q for q in PROCESS} if problem.notebook == PROCESS_NOTEBOOK else {}
+    process_seen = set()
     for cell in cells:
         text = "".join(cell.get("source", ""))
         meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade_id") in process and cell.get("cell_type") == "markdown":
+            q = process[meta["grade_id"]]
+            process_seen.add(q.grade_id)
+            if not (meta.get("grade") and meta.get("solution")) or abs(float(meta.get("points", 0)) - q.points) > 1e-9:
+                problems.append(f"{problem.notebook}: the process answer cell {q.grade_id!r} ({q.label}) should be "
+                                f"a manually graded answer worth {q.points:g} point(s), as hw10kit/manifest.py says")
+            continue
         if cell.get("cell_type") == "markdown" and text.startswith("#") and not meta.get("grade"):
             heading = text.split("\n")[0]  # a markdown cell that opens with a heading
         if meta.get("grade") and meta.get("points"):
@@ -332,6 +369,9 @@ def notebook_problems(problem: Problem, nb: dict, *, release: bool = False) -> l
         elif not release and not any(SOLUTION_SENTINEL in "".join(c.get("source", "")) for c in defining):
             problems.append(f"{problem.notebook}: the solution of {q.target} should carry the line "
                             f"'# {SOLUTION_SENTINEL}' after ### BEGIN SOLUTION (the build's leak detector)")
+    for gid in sorted(set(process) - process_seen):
+        problems.append(f"{problem.notebook}: no written-answer cell with grade_id {gid!r} "
+                        f"({process[gid].label}, {process[gid].asks}): question 6 belongs at the end of this notebook")
     if problem.written and abs(written_points - problem.written_points) > 1e-9:
         problems.append(f"{problem.notebook}: the written-answer cells carry {written_points:g} points, but "
                         f"hw10kit/manifest.py gives {problem.written_points:g} "
@@ -359,7 +399,13 @@ def summary(problems=None) -> str:
             lines.append(f"  {q.label} {q.target}: {q.points:g}{counts}")
         for w in p.written:
             lines.append(f"  {w.label} written: {w.points:g}")
-    total = sum(p.autograded_points for p in problems), sum(p.written_points for p in problems)
+    process = [q for q in PROCESS if any(p.notebook == PROCESS_NOTEBOOK for p in problems)]
+    if process:
+        lines.append(f"Question {PROCESS_NUMBER} (process, end of {PROCESS_NOTEBOOK}): reported filled in or "
+                     "empty by the grader, graded by hand")
+        lines.extend(f"  {q.label} written: {q.points:g} ({q.asks})" for q in process)
+    total = (sum(p.autograded_points for p in problems),
+             sum(p.written_points for p in problems) + sum(q.points for q in process))
     lines.append(f"Total: {total[0]:g} autograded + {total[1]:g} written = {sum(total):g} points")
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from hw10kit import notebook
+from hw10kit import manifest, notebook
 from hw10kit.checks.core import judge as judge_reply
 from hw10kit.checks.core import probe_id
 
@@ -61,10 +61,46 @@ def _entries(questions):
     return table
 
 
-def _read_notebooks(root: Path, questions, notes: list, deadline: float) -> dict:
+def _process_entry() -> results.Entry:
+    """Question 6 (how the homework was done): an entry worth no points that says whether
+    its answers were filled in; their content is never scored."""
+    labels = ", ".join(q.label for q in manifest.PROCESS)
+    return results.Entry(f"{manifest.PROCESS_NUMBER}.1",
+                         f"Q{manifest.PROCESS_NUMBER} process questions ({labels}): filled in "
+                         "(graded by hand, not here)", 0.0, results.VISIBLE)
+
+
+def _report_process(entry: results.Entry, answers: dict) -> None:
+    """Fill ``entry`` from the process notebook's written-answer cells."""
+    answer = answers.get(manifest.PROCESS_NOTEBOOK)
+    points = sum(q.points for q in manifest.PROCESS)
+    where = f"at the end of {manifest.PROCESS_NOTEBOOK}"
+    if not isinstance(answer, notebook.Answer):
+        entry.status, entry.output = "failed", (
+            f"not found: question {manifest.PROCESS_NUMBER} is answered {where}, which could not be read "
+            f"({answer}). It carries {points:g} point(s) on the written side.")
+        return
+    filled = {w.grade_id: w.filled for w in answer.written}
+    empty = [q for q in manifest.PROCESS if not filled.get(q.grade_id)]
+    if not empty:
+        entry.status, entry.output = "passed", (
+            f"All {len(manifest.PROCESS)} answers are filled in. Their content is not autograded; "
+            "they are read with the written answers.")
+        return
+    entry.status, entry.output = "failed", (
+        "Still empty " + where + ": " + "; ".join(f"{q.label} ({q.asks})" for q in empty)
+        + f". They carry {sum(q.points for q in empty):g} point(s) on the written side: fill them in "
+        "and resubmit. (This entry itself is worth no autograded points.)")
+
+
+def _keyword(name: str) -> str:
+    return next((p.keyword for p in manifest.PROBLEMS if p.notebook == name), name.removesuffix(".ipynb"))
+
+
+def _read_notebooks(root: Path, questions, notes: list, deadline: float, also=()) -> dict:
     """release name -> notebook.Answer, or an error message for the student."""
     answers = {}
-    for name, keyword in sorted({(q.notebook, q.keyword) for q in questions}):
+    for name, keyword in sorted({(q.notebook, q.keyword) for q in questions} | set(also)):
         found = submission.find_notebook(root, name, keyword)
         notes.append(found.note)
         if found.path is None:
@@ -210,7 +246,9 @@ def grade(submission_path, results_path, seed: int | None = None,
     deadline = started + budget_s - SAFETY_S
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
     table = _entries(questions)
-    all_entries = [e for q in questions for e in table[q]]
+    process = _process_entry()
+    table[manifest.PROCESS_NUMBER] = [process]
+    all_entries = [e for q in questions for e in table[q]] + [process]
     extra = {"seed": seed, "grader": VERSION}
     seed_note = f"Hidden-input seed: {seed} (a regrade with HW10_SEED={seed} reproduces these inputs)."
     results.write(results_path, results.document(all_entries, "Grading did not finish. " + seed_note, 0.0, extra))
@@ -220,7 +258,10 @@ def grade(submission_path, results_path, seed: int | None = None,
     watchdog = _Watchdog(results_path, table, notes, seed_note, extra, started, budget_s)
     try:
         root = submission.prepare(Path(submission_path), workdir, notes)
-        answers = _read_notebooks(root, [q for q in questions if not q.broken], notes, started + budget_s / 3)
+        wanted = [q for q in questions if not q.broken]
+        answers = _read_notebooks(root, wanted, notes, started + budget_s / 3,
+                                  also=[(manifest.PROCESS_NOTEBOOK, _keyword(manifest.PROCESS_NOTEBOOK))])
+        _report_process(process, answers)
         runnable = []
         for q in questions:
             if q.broken:
@@ -289,8 +330,10 @@ def _breakdown(q, entries) -> str:
 def _final(results_path, table, notes, seed_note, extra, started) -> dict:
     entries = [e for q in table for e in table[q]]
     total, possible = _points(entries)
+    lines = [_breakdown(q, table[q]) if not isinstance(q, int) else
+             f"{table[q][0].name.split(':')[0]}: {table[q][0].output}" for q in table]
     summary = (f"Autograded score: {total:g} / {possible:g}. Written answers are graded by hand.\n"
-               + "\n".join(_breakdown(q, table[q]) for q in table))
+               + "\n".join(lines))
     output = "\n".join([summary, *notes, seed_note])
     doc = results.document(entries, output, time.monotonic() - started, extra)
     results.write(results_path, doc)

@@ -31,7 +31,8 @@ except notebook.NotebookError as exc:
 else:
     out = {"chunks": [{"cell": c.cell, "source": c.source, "dropped": c.dropped,
                        "tentative": c.tentative, "label": c.label} for c in answer.chunks],
-           "problems": answer.problems}
+           "problems": answer.problems,
+           "written": [[w.grade_id, w.heading, w.filled] for w in answer.written]}
 sys.stdout.write(json.dumps(out))
 """
 
@@ -56,4 +57,5 @@ def read_answer(data: bytes, timeout_s: float) -> notebook.Answer:
         raise notebook.NotebookError(str(out["error"]))
     chunks = [notebook.Chunk(int(c["cell"]), str(c["source"]), list(c["dropped"]),
                              [int(n) for n in c["tentative"]], str(c["label"])) for c in out["chunks"]]
-    return notebook.Answer(chunks, [(int(n), str(m)) for n, m in out["problems"]])
+    written = [notebook.WrittenAnswer(str(g), str(h), bool(f)) for g, h, f in out.get("written", [])]
+    return notebook.Answer(chunks, [(int(n), str(m)) for n, m in out["problems"]], written)

@@ -460,9 +460,42 @@ def _has_shared_lines(tree) -> bool:
 
 @dataclass
 class Answer:
-    """What the grader takes from a notebook: kept chunks and per-cell syntax errors."""
+    """What the grader takes from a notebook: kept chunks, per-cell syntax errors, and
+    the state of its written-answer cells."""
     chunks: list
     problems: list  # (code cell number, message): syntax errors, unreadable cells
+    written: list = field(default_factory=list)  # WrittenAnswer, in notebook order
+
+
+#: What nbgrader leaves in a written-answer cell of the release (nbgrader_config.py).
+TEXT_STUB = "YOUR ANSWER HERE"
+
+
+@dataclass
+class WrittenAnswer:
+    """A written-answer cell (nbgrader solution markdown): its grade_id, the heading
+    above it, and whether the student wrote anything in place of the stub."""
+    grade_id: str
+    heading: str
+    filled: bool
+
+
+def written_answers(nb: dict) -> list:
+    """Every written-answer cell of ``nb``, in order: a markdown cell whose nbgrader
+    metadata marks it a solution. It counts as filled when anything but the stub (and
+    whitespace) is left in it."""
+    found, heading = [], ""
+    for cell in nb.get("cells", []):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "markdown":
+            continue
+        meta = cell.get("metadata")
+        nbg = meta.get("nbgrader") if isinstance(meta, dict) else None
+        if isinstance(nbg, dict) and nbg.get("solution") is True:
+            text = _cell_text(cell).replace(TEXT_STUB, "").strip()
+            found.append(WrittenAnswer(str(nbg.get("grade_id", "")), heading, bool(text)))
+        else:
+            heading = _heading(cell) or heading
+    return found
 
 
 def _heading(cell) -> str | None:
@@ -522,7 +555,7 @@ def read_answer(nb: dict, deadline: float | None = None, refuse_patches: bool = 
         if chunk is not None:
             chunk.label = label
             chunks.append(chunk)
-    return Answer(chunks, errors)
+    return Answer(chunks, errors, written_answers(nb))
 
 
 @dataclass
