@@ -159,6 +159,9 @@ def validate(problems=None) -> None:
             if value in seen:
                 raise ManifestError(f"{where}: another problem has the same {what} {value!r}")
             seen.add(value)
+        if p.number == PROCESS_NUMBER:
+            raise ManifestError(f"{where}: number {p.number} is the process questions' "
+                                f"(PROCESS_NUMBER); number a new problem {PROCESS_NUMBER + 1} or above")
         if not p.notebook.endswith(".ipynb") or "/" in p.notebook:
             raise ManifestError(f"{where}: notebook must be a file name ending in .ipynb, not {p.notebook!r}")
         if not p.keyword or p.keyword.lower() not in p.notebook.lower():

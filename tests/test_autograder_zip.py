@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from grading_helpers import vae_entry, ALL_MARKS, REPO, needs_pool_users, score_of, solution_with, write_folder
+from grading_helpers import vae_entry, ALL_MARKS, REPO, check_entries, needs_pool_users, score_of, solution_with, write_folder
 from hw10grader.assignment import QUESTIONS
 from hw10grader.results import validate
 from pipeline import grade_local
@@ -30,7 +30,7 @@ def test_solutions_get_full_marks_through_run_autograder(built_course, tmp_path)
 def test_blank_release_gets_zero_with_a_valid_results_file(built_course, tmp_path):
     doc = run_zip(built_course, built_course.release, tmp_path)
     validate(doc)
-    assert score_of(doc) == 0 and len(doc["tests"]) == sum(len(q.checks) for q in QUESTIONS)
+    assert score_of(doc) == 0 and len(check_entries(doc)) == sum(len(q.checks) for q in QUESTIONS)
     assert "NotImplementedError" in vae_entry(doc)["output"]
 
 
@@ -120,7 +120,7 @@ def test_on_gradescope_an_unreachable_interpreter_is_an_internal_error_naming_th
     doc = grade_local.run(built_course.zip, built_course.solutions, tmp_path / "results.json",
                           seed=5, python=str(python), env={"HW10_LOCAL": "0"})
     assert score_of(doc) == 0
-    assert all(f"cannot traverse {private_folder} (mode 0700)" in t["output"] for t in doc["tests"])
+    assert all(f"cannot traverse {private_folder} (mode 0700)" in t["output"] for t in check_entries(doc))
 
 
 def test_the_summary_says_how_many_points_the_hidden_checks_took_per_function(built_course, tmp_path):

@@ -6,7 +6,7 @@ import os
 
 import nbformat
 import pytest
-from grading_helpers import (vae_entry, FULL_MARKS, needs_pool_users, by_name, judge, master_notebook, score_of,
+from grading_helpers import (vae_entry, FULL_MARKS, check_entries, needs_pool_users, by_name, judge, master_notebook, score_of,
                              solution_with, write_folder, write_zip)
 from hw10grader.results import validate
 
@@ -35,11 +35,11 @@ def test_results_record_the_seed_of_the_hidden_inputs(tmp_path):
 
 def test_hidden_checks_are_shown_after_publishing_and_public_ones_now(tmp_path):
     doc = graded(tmp_path, master_notebook())
-    vis = {t["visibility"] for t in doc["tests"]}
+    vis = {t["visibility"] for t in check_entries(doc)}
     assert vis == {"visible", "after_published"}
     from hw10grader.assignment import QUESTIONS
 
-    assert {t["name"].split(":")[0].split(" ", 1)[1] for t in doc["tests"]} == {q.target for q in QUESTIONS}
+    assert {t["name"].split(":")[0].split(" ", 1)[1] for t in check_entries(doc)} == {q.target for q in QUESTIONS}
 
 
 def test_empty_zip_gets_zero_and_says_the_notebook_is_missing(tmp_path):
@@ -50,7 +50,7 @@ def test_empty_zip_gets_zero_and_says_the_notebook_is_missing(tmp_path):
 
     notebook_of = {q.target: q.notebook for q in QUESTIONS}
     assert all(f"{notebook_of[t['name'].split(':')[0].split(' ', 1)[1]]} was not found" in t["output"]
-               for t in doc["tests"])
+               for t in check_entries(doc))
 
 
 def test_renamed_copy_in_a_nested_folder_with_debris_is_found(tmp_path):

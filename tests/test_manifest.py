@@ -41,6 +41,14 @@ def test_a_label_numbered_for_another_problem_is_refused():
         manifest.validate([bad])
 
 
+def test_a_problem_numbered_as_the_process_questions_is_refused():
+    bad = dataclasses.replace(VAE, number=manifest.PROCESS_NUMBER,
+                              questions=tuple(dataclasses.replace(q, label=q.label.replace("Q2", f"Q{manifest.PROCESS_NUMBER}"))
+                                              for q in VAE.questions))
+    with pytest.raises(ManifestError, match="process questions"):
+        manifest.validate([bad])
+
+
 def test_a_graded_function_declared_twice_is_refused():
     gan = manifest.BY_KEY["gan"]
     bad = with_questions(gan, Question("Q3(c)", "sample_gaussian", 2))

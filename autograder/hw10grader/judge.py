@@ -23,9 +23,9 @@ from hw10kit import manifest, notebook
 from hw10kit.checks.core import judge as judge_reply
 from hw10kit.checks.core import probe_id
 
-from . import reading, resources, results, settings, submission
+from . import reading, resources, results, sandbox_users, settings, submission
 from .assignment import QUESTIONS
-from .sandbox import Limits, Sandbox, SandboxError, sweep_active
+from .sandbox import Limits, Sandbox, SandboxError, start_forkserver, stop_forkserver, sweep_active
 
 VERSION = "hw10grader 1.0"
 DEFAULT_BUDGET_S = settings.value("HW10_BUDGET_S")
@@ -257,6 +257,7 @@ def grade(submission_path, results_path, seed: int | None = None,
     workdir = Path(tempfile.mkdtemp(prefix="hw10-grade-"))
     watchdog = _Watchdog(results_path, table, notes, seed_note, extra, started, budget_s)
     try:
+        start_forkserver()  # imports torch while the notebooks are read
         root = submission.prepare(Path(submission_path), workdir, notes)
         wanted = [q for q in questions if not q.broken]
         answers = _read_notebooks(root, wanted, notes, started + budget_s / 3,
@@ -293,14 +294,16 @@ def grade(submission_path, results_path, seed: int | None = None,
     finally:
         watchdog.cancel()
         _kill_sandboxes()
+        sandbox_users.wait_released(max(1.0, started + budget_s - SAFETY_S / 2 - time.monotonic()))
         shutil.rmtree(workdir, ignore_errors=True)
     return _final(results_path, table, notes, seed_note, extra, started)
 
 
 def _kill_sandboxes():
     """At the end: every process of every sandbox user still leased (each sandbox also
-    sweeps its own user when it closes)."""
+    sweeps its own user when it closes), and the fork server with what it forked."""
     sweep_active()
+    stop_forkserver()
 
 
 def _points(entries) -> tuple:

@@ -1,6 +1,7 @@
 """Starting and talking to the sandboxed process that runs a student's code.
 
-One process per question: it runs as an unprivileged user when the judge is root,
+One process per question (forked from the grading's fork server, ``forkserver.py``, when
+it runs, else started anew): it runs as an unprivileged user when the judge is root,
 in its own session and empty working folder, with limits on CPU time, address space,
 processes, open files and file size, and the judge enforces a wall-clock deadline.
 Only plain data crosses the boundary (``hw10kit.checks.wire``); nothing from the
@@ -25,6 +26,7 @@ from pathlib import Path
 from hw10kit.checks import wire
 
 from . import resources, sandbox_users, settings
+from .forkserver import ForkServer, ForkServerError
 
 WORKER_SOURCE = (Path(__file__).with_name("worker.py")).read_text()
 KIT_DIR = settings.value("HW10_KIT_DIR") or str(Path(__file__).resolve().parents[1]
@@ -60,6 +62,45 @@ class SandboxError(Exception):
 #: the sandbox users cannot reach may then run student code as itself, and says so.
 LOCAL_ENV = "HW10_LOCAL"
 _ACTIVE: set = set()  # leases held by live sandboxes, for the watchdog's last sweep
+_SERVER: list = []    # the grading's fork server, while it runs
+#: What every worker's environment holds (each also gets HOME, TMPDIR and its cleanup token).
+BASE_ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
+            "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+            "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _random_token() -> str:
+    """A variable whose name and value are both random, so that nothing stable in the
+    environment tells student code that it runs under the grader."""
+    return f"X{os.urandom(6).hex().upper()}={os.urandom(8).hex()}"
+
+
+def start_forkserver(python: str | None = None) -> None:
+    """Start the fork server for this grading (``HW10_FORKSERVER=0``: never). It imports
+    torch while the notebooks are read; a failure only means workers start anew."""
+    if not settings.value("HW10_FORKSERVER") or _SERVER:
+        return
+    python = python or settings.value("HW10_WORKER_PYTHON") or sys.executable
+    home = tempfile.mkdtemp(prefix="hw10-forkserver-")
+    os.chmod(home, 0o755)  # matplotlib's cache, written by the server, read by the workers
+    token = _random_token()
+    env = {**BASE_ENV, "HOME": home, "MPLCONFIGDIR": home, token.split("=", 1)[0]: token.split("=", 1)[1]}
+    try:
+        server = ForkServer(python, KIT_DIR, env, token)
+    except OSError:
+        shutil.rmtree(home, ignore_errors=True)
+        return
+    server.home = home
+    _SERVER.append(server)
+
+
+def stop_forkserver() -> None:
+    """Stop the server and kill every process forked from it that is still alive."""
+    while _SERVER:
+        server = _SERVER.pop()
+        server.close()
+        kill_by_token(server.token)
+        shutil.rmtree(server.home, ignore_errors=True)
 
 
 def _needed_paths(python: str) -> list[str]:
@@ -204,9 +245,7 @@ class Sandbox:
         self.limits, self.deadline = limits, deadline
         python = python or settings.value("HW10_WORKER_PYTHON") or sys.executable
         self.lease, self.note = choose_identity(python, deadline)
-        # The cleanup token: a variable whose name and value are both random, so that nothing
-        # stable in the environment tells student code that it runs under the grader.
-        self.token = f"X{os.urandom(6).hex().upper()}={os.urandom(8).hex()}"
+        self.token = _random_token()  # for the cleanup of a sandbox without a leased user
         self.oom_before = resources.oom_kills()
         try:
             self.workdir = tempfile.mkdtemp(prefix="hw10-sandbox-")
@@ -215,20 +254,20 @@ class Sandbox:
         except OSError as exc:
             self._release()
             raise SandboxError(f"internal: could not make the sandbox's folder ({exc})") from None
-        reply_r, reply_w = os.pipe()
-        env = {self.token.split("=", 1)[0]: self.token.split("=", 1)[1],
-               "PATH": "/usr/bin:/bin", "HOME": self.workdir, "TMPDIR": self.workdir,
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
-               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
-               "CUDA_VISIBLE_DEVICES": ""}
+        env = {self.token.split("=", 1)[0]: self.token.split("=", 1)[1], **BASE_ENV,
+               "HOME": self.workdir, "TMPDIR": self.workdir}
         try:
-            self.proc = self._start(python, reply_w, env)
-        except OSError as exc:
-            os.close(reply_w)
-            os.close(reply_r)
-            self._release()
-            raise SandboxError(f"internal: could not start {python} ({exc})") from None
-        os.close(reply_w)
+            self.proc, reply_r = self._fork(env, deadline)
+        except ForkServerError:
+            reply_r, reply_w = os.pipe()
+            try:
+                self.proc = self._start(python, reply_w, env)
+            except OSError as exc:
+                os.close(reply_r)
+                self._release()
+                raise SandboxError(f"internal: could not start {python} ({exc})") from None
+            finally:
+                os.close(reply_w)
         self.output = _Tail(self.proc.stdout, limits.output_chars)
         self.replies = _Lines(os.fdopen(reply_r, "rb"))
         self._next_id = 0
@@ -244,6 +283,14 @@ class Sandbox:
         #: (cell, line, statement, error text) of each statement that raised
         self.failures = [(int(f[0]), int(f[1]), str(f[2]), str(f[3])) for f in ready.get("failures", [])
                          if isinstance(f, list) and len(f) == 4]
+
+    def _fork(self, env, deadline):
+        """(process, reply read end) forked by the grading's fork server, as the leased
+        user; ForkServerError when there is none (``_start`` then starts one anew)."""
+        if not _SERVER:
+            raise ForkServerError("no fork server")
+        uid, gid = (self.lease.uid, self.lease.gid) if self.lease else (None, None)
+        return _SERVER[0].spawn(self.workdir, env, uid, gid, self._rlimits(), deadline)
 
     def _start(self, python, reply_w, env):
         return subprocess.Popen(

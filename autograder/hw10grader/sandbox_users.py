@@ -171,7 +171,10 @@ def acquire(deadline: float) -> Lease:
                 raise
             lease = Lease(name, pw.pw_uid, pw.pw_gid, fd)
             try:
-                sweep(lease.uid, lease.gid)  # whatever an earlier, crashed judge left behind
+                if _take_clean_stamp(locks, name):  # swept whole when it was last released
+                    kill_all(lease.uid, lease.gid)
+                else:  # whatever an earlier, crashed judge left behind
+                    sweep(lease.uid, lease.gid)
             except Exception:  # noqa: BLE001 - a user that cannot be swept clean is not handed out
                 os.close(fd)
                 continue
@@ -182,12 +185,49 @@ def acquire(deadline: float) -> Lease:
         time.sleep(0.05)
 
 
-def release(lease: Lease) -> None:
-    """Kill everything the user runs, remove its temporary files, then free the lease."""
+def _take_clean_stamp(locks: Path, name: str) -> bool:
+    """True when the user's last release swept it whole (the stamp is then used up)."""
     try:
-        sweep(lease.uid, lease.gid)
-    finally:
+        os.unlink(locks / f"{name}.clean")
+        return True
+    except OSError:
+        return False
+
+
+_PENDING: list = []  # releases still removing files in the background
+
+
+def release(lease: Lease) -> None:
+    """Kill everything the user runs now; then, in the background and still holding the
+    lease, remove its temporary files (on a machine with a large /tmp that scan takes a
+    second), leave a stamp saying it was swept whole, and free the lease. A judge that
+    dies before the stamp leaves the user to be swept whole when it is next leased."""
+    try:
+        kill_all(lease.uid, lease.gid)
+    except BaseException:
         os.close(lease.lock_fd)
+        raise
+
+    def finish():
+        try:
+            remove_files_of(lease.uid, lease.gid)
+            stamp = _lock_dir() / f"{lease.name}.clean"
+            os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        except Exception:  # noqa: BLE001 - no stamp: swept whole at the next lease
+            pass
+        finally:
+            os.close(lease.lock_fd)
+
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+    _PENDING.append(thread)
+
+
+def wait_released(timeout_s: float = 60.0) -> None:
+    """Wait for the background part of every release (the judge calls it at the end)."""
+    end = time.monotonic() + timeout_s
+    while _PENDING:
+        _PENDING.pop().join(max(0.0, end - time.monotonic()))
 
 
 def _status(path: str) -> dict:

@@ -32,6 +32,7 @@ TABLE = {s.name: s for s in (
     Setting("HW10_LOCAL", str, "", "1 when make grade runs the judge (never on Gradescope)"),
     Setting("HW10_KIT_DIR", str, "", "folder holding hw10kit/ for the sandbox (default: found beside the grader)"),
     Setting("HW10_WORKER_PYTHON", str, "", "interpreter of the sandboxed worker (default: the judge's)"),
+    Setting("HW10_FORKSERVER", int, 1, "1: fork each worker from a server with torch imported; 0: start each anew"),
 )}
 
 #: When students see the hidden checks' results (Gradescope's visibility values).

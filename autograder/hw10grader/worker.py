@@ -2,7 +2,8 @@
 
 The judge starts this file's text with ``python -I -c`` as the unprivileged user,
 under resource limits, with argv = [kit_dir, reply_fd, limits as JSON]; it applies the limits before
-anything else. Nothing in it is secret: it
+anything else. Or the fork server (``zygote.py``), which has torch imported already, forks a
+child that drops to the unprivileged user, applies the same limits and calls ``serve``. Nothing in it is secret: it
 holds no checks or reference values. Protocol (``hw10kit.checks.wire`` lines):
 
   judge -> worker (stdin):  {"chunks": [{"cell", "source", "tentative"}...]}, then requests
@@ -214,11 +215,18 @@ def tampering_message(target: str, changed: list) -> str:
 def main():
     kit_dir, reply_fd = sys.argv[1], int(sys.argv[2])
     apply_limits(sys.argv[3])
+    sys.path.insert(0, kit_dir)
+    serve(reply_fd)
+
+
+def serve(reply_fd: int) -> None:
+    """Answer the judge: read the definitions from fd 0, run them, then serve probe
+    requests until fd 0 closes. Limits are already applied and the kit is importable
+    (``main`` here, or the fork server's child)."""
     requests = os.fdopen(os.dup(0), "rb")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     replies = os.fdopen(reply_fd, "wb", buffering=0)
-    sys.path.insert(0, kit_dir)
     os.environ.setdefault("MPLBACKEND", "Agg")
 
     from hw10kit.checks import wire
