@@ -10,7 +10,7 @@ Adding a problem = one ``Problem`` below, a master notebook, a public-checks mod
 (``hw10kit/checks/<key>.py``, exporting ``PUBLIC``), a probes module
 (``hw10kit/checks/<key>_probes.py``) and a hidden-checks module
 (``autograder/hw10grader/hidden/<key>.py``, exporting ``HIDDEN``). ``validate`` and
-``check_problem`` say what is missing; README.md, "Adding a problem", has the steps.
+``check_problem`` say what is missing; docs/adding-a-problem.md has the steps.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class Problem:
     hidden: str = ""          # module exporting HIDDEN (judge side only)
     experiment: str | None = None   # "module:attribute" of a training.Experiment, or None
     bench: str | None = None        # module run by ``make bench-<key>``, or None
-    bench_target: str = ""          # what the benchmark must show (README's performance table)
+    bench_target: str = ""          # what the benchmark must show (docs/performance.md)
 
     @property
     def autograded_points(self) -> float:
@@ -414,4 +414,10 @@ def summary(problems=None) -> str:
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    grader = Path(__file__).resolve().parents[1] / "autograder"  # the hidden checks, in a checkout
+    if grader.is_dir() and str(grader) not in sys.path:
+        sys.path.append(str(grader))
     print(summary())

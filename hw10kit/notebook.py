@@ -577,7 +577,8 @@ def _run_limited(code, namespace, seconds: float | None) -> None:
     import signal
     import threading
 
-    if seconds is None or threading.current_thread() is not threading.main_thread():
+    if seconds is None or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "SIGALRM"):  # Windows: no timer signal, so no limit
         exec(code, namespace)
         return
 

@@ -162,7 +162,7 @@ def choose_threads(threads=None, device=None) -> int:
     ``"auto"`` takes the cores no other process is using right now (``busy_elsewhere``),
     at least 1 and at most torch's own default: on a 2-core machine, 2 threads when it is
     idle and 1 beside a busy core, where 2 threads wait on each other at every
-    parallel step and ran 2 to 3 times slower than 1 (README, "Threads"; bench/threads.json).
+    parallel step and ran 2 to 3 times slower than 1 (docs/performance.md, "Threads"; bench/threads.json).
     Off the CPU the count only matters for the host side, and torch's is kept.
     """
     if threads is None:

@@ -14,6 +14,8 @@ Reproducible: entries sorted by name, no directory entries, every timestamp
 scripts, 0644 for everything else), ``create_system`` fixed to Unix, DEFLATE at
 level 9, no archive comment, no extra fields. The zip is written to a
 temporary file and moved into place, so a failed build never leaves half a zip.
+:func:`write_zip` does that for any list of entries (the kit zip of
+:mod:`pipeline.colab_setup` too).
 """
 from __future__ import annotations
 
@@ -83,26 +85,33 @@ def settings_json(hidden_visibility: str | None = None) -> bytes:
     return (json.dumps({"hidden_visibility": value}, sort_keys=True) + "\n").encode()
 
 
-def build_zip(layout: Layout, hidden_visibility: str | None = None) -> dict:
-    settings = settings_json(hidden_visibility)
-    entries = sorted([(name, path.read_bytes()) for name, path in zip_entries(layout)
-                      if name != "hw10grader/settings.json"] + [("hw10grader/settings.json", settings)])
-    layout.zip.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".autograder-", suffix=".zip", dir=layout.zip.parent)
+def write_zip(dest: Path, entries: list[tuple[str, bytes]], mode=lambda name: 0o644) -> Path:
+    """Write ``(name, data)`` entries to ``dest`` reproducibly (sorted, epoch timestamps,
+    ``mode(name)``, DEFLATE level 9), through a temporary file moved into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}-", suffix=".zip", dir=dest.parent)
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w") as zf:
-            for name, data in entries:
+            for name, data in sorted(entries):
                 info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
                 info.create_system = UNIX
-                info.external_attr = (REGULAR_FILE | mode_for(name)) << 16
+                info.external_attr = (REGULAR_FILE | mode(name)) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
                 zf.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED,
                             compresslevel=9)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, layout.zip)
+        os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return dest
+
+
+def build_zip(layout: Layout, hidden_visibility: str | None = None) -> dict:
+    settings = settings_json(hidden_visibility)
+    entries = sorted([(name, path.read_bytes()) for name, path in zip_entries(layout)
+                      if name != "hw10grader/settings.json"] + [("hw10grader/settings.json", settings)])
+    write_zip(layout.zip, entries, mode_for)
     return {"entries": len(entries), "names": [name for name, _ in entries]}

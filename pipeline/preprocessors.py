@@ -12,14 +12,24 @@ cover what nbgrader has no preprocessor for:
 * :class:`StripVolatileMetadata` -- drops editor bookkeeping that changes every
   time someone opens or runs the master (execution timestamps, scroll state),
   so that the outputs only change when the content does.
+* :class:`InjectKitFetch` -- puts the code that fetches ``hw10kit/`` when it is
+  missing (:mod:`pipeline.colab_setup`) into each setup cell.
+
+and two that ``nbgrader autograde`` uses (``nbgrader_config.py``):
+
+* :class:`SkipTaggedCells` -- cells tagged ``training``, ``skip-grader`` or
+  ``export`` are not run when grading.
+* :class:`ExecuteInCourse` -- nbgrader's ``Execute``, with the course root and
+  ``autograder/`` on the kernel's ``PYTHONPATH`` (``hw10kit``, ``hw10grader``).
 """
 from __future__ import annotations
 
+import os
 from typing import Tuple
 
 from nbconvert.exporters.exporter import ResourcesDict
 from nbformat.notebooknode import NotebookNode
-from traitlets import List, Unicode
+from traitlets import List, Unicode, default
 
 from nbgrader import utils as nbgrader_utils
 from nbgrader.preprocessors import (
@@ -27,12 +37,18 @@ from nbgrader.preprocessors import (
     ClearMarkScheme,
     ClearOutput,
     ClearSolutions,
+    Execute,
     NbGraderPreprocessor,
 )
+
+from . import colab_setup
 
 __all__ = [
     "StripSolutionDelimiters",
     "StripVolatileMetadata",
+    "InjectKitFetch",
+    "SkipTaggedCells",
+    "ExecuteInCourse",
     "SOLUTION_PREPROCESSORS",
     "ClearHiddenTests",
     "ClearMarkScheme",
@@ -139,8 +155,69 @@ class StripBuildMarkers(NbGraderPreprocessor):
         return cell, resources
 
 
+class InjectKitFetch(NbGraderPreprocessor):
+    """Replace the :data:`~pipeline.colab_setup.MARKER` line of the setup cell (nbgrader
+    grade id ``setup``) with the code that fetches ``hw10kit/`` and ``data/`` when they are
+    missing (:func:`pipeline.colab_setup.expand`). ``url`` and ``sha256`` are set by
+    ``make release RELEASE_URL=...``; unset, the code only says what to upload. A setup
+    cell without the marker (or with it twice) stops the build."""
+
+    url = Unicode(None, allow_none=True, help="Where hw10_kit.zip is hosted.").tag(config=True)
+    sha256 = Unicode(None, allow_none=True, help="The sha256 of that file.").tag(config=True)
+    setup_grade_id = Unicode("setup", help="grade_id of the setup cell.").tag(config=True)
+
+    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict, index: int
+                        ) -> Tuple[NotebookNode, ResourcesDict]:
+        if cell.cell_type == "code" and \
+                cell.metadata.get("nbgrader", {}).get("grade_id") == self.setup_grade_id:
+            cell.source = colab_setup.expand(cell.source, self.url, self.sha256)
+        return cell, resources
+
+
+class SkipTaggedCells(NbGraderPreprocessor):
+    """Mark cells carrying one of ``tags`` with the tag that the executing preprocessor
+    skips (nbclient's ``skip_cells_with_tag``, ``skip-execution``), so ``nbgrader
+    autograde`` does not run them: a grading neither trains the models (``training``) nor
+    runs the demos (``skip-grader``) nor writes a submission zip (``export``). Their code
+    stays in the autograded notebook, without outputs. The default tags are the reader's
+    (``hw10kit.notebook.SKIP_TAGS``, what Gradescope's grader never runs) plus ``export``."""
+
+    tags = List(Unicode(), help="Cells with any of these tags are not run.").tag(config=True)
+    skip_tag = Unicode("skip-execution", help="The tag the executor skips.").tag(config=True)
+
+    @default("tags")
+    def _tags_default(self):
+        from hw10kit.notebook import SKIP_TAGS
+
+        return sorted(SKIP_TAGS | {"export"})
+
+    def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict, index: int
+                        ) -> Tuple[NotebookNode, ResourcesDict]:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type == "code" and set(tags) & set(self.tags) and self.skip_tag not in tags:
+            cell.metadata["tags"] = [*tags, self.skip_tag]
+        return cell, resources
+
+
+class ExecuteInCourse(Execute):
+    """nbgrader's ``Execute`` whose kernels find the course's packages: ``python_path``
+    (nbgrader_config.py: the course root, for ``hw10kit``, and ``autograder/``, for the
+    hidden tests' ``hw10grader.local``) goes first on the kernel's ``PYTHONPATH``. Only the
+    kernels it starts see it; the environment of the process running nbgrader is unchanged."""
+
+    python_path = List(Unicode(), help="Folders put first on the kernel's PYTHONPATH.").tag(config=True)
+
+    def setup_kernel(self, **kwargs):
+        if self.python_path and "env" not in kwargs:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join([*self.python_path, *filter(None, [env.get("PYTHONPATH")])])
+            kwargs["env"] = env
+        return super().setup_kernel(**kwargs)
+
+
 SOLUTION_PREPROCESSORS = [
     StripVolatileMetadata,
+    InjectKitFetch,
     ClearHiddenTests,
     ClearMarkScheme,
     StripSolutionDelimiters,

@@ -10,13 +10,20 @@ Steps (each a function below, run in this order by :func:`build`):
    ``nbgrader generate_assignment hw10 --force --no-db`` run at the course
    root would be (so no ``gradebook.db`` is created), except that one extra
    preprocessor (:class:`~pipeline.preprocessors.StripVolatileMetadata`) runs
-   first. nbgrader copies the non-notebook files of ``source/hw10`` itself.
+   first. nbgrader copies the non-notebook files of ``source/hw10`` itself. The
+   config's :class:`~pipeline.preprocessors.InjectKitFetch` puts the code that
+   fetches ``hw10kit/`` when it is missing into every setup cell
+   (:mod:`pipeline.colab_setup`).
 3. :func:`copy_kit`, :func:`copy_data` -- ``hw10kit/`` and the MNIST ``.gz``
    files plus ``data/README.md`` into ``release/hw10``.
-4. :func:`write_solutions` -- the master through
+4. :func:`publish_kit` -- with ``RELEASE_URL`` set (``make release
+   RELEASE_URL=https://.../hw10_kit.zip``): ``release/hw10_kit.zip`` (the student
+   folder without its notebooks), and its URL and sha256 in every setup cell;
+   without it, no such zip (a stale one is removed).
+5. :func:`write_solutions` -- the master through
    :data:`~pipeline.preprocessors.SOLUTION_PREPROCESSORS` into
    ``solutions/hw10`` (``solutions/hw10/executed`` is left alone).
-5. :func:`pipeline.autograder_zip.build_zip` -- ``autograder/autograder.zip``.
+6. :func:`pipeline.autograder_zip.build_zip` -- ``autograder/autograder.zip``.
 
 Between 2 and 3, :func:`pipeline.validate.check_course` checks the manifest
 (``hw10kit/manifest.py``) against the checks and both sets of notebooks, and stops
@@ -31,18 +38,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
 
 import nbformat
+from nbgrader.preprocessors import ComputeChecksums
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from . import colab_setup
 from .autograder_zip import build_zip
 from .files import FILE_MODE, BuildError, copy_file, iter_files
 from .layout import DATA_FOLDERS, GRADER_ONLY, MNIST_FILES, Layout
-from .preprocessors import SOLUTION_PREPROCESSORS, StripVolatileMetadata
+from .preprocessors import SOLUTION_PREPROCESSORS, InjectKitFetch, StripVolatileMetadata
 from .validate import check_course
 
 log = logging.getLogger("pipeline")
@@ -128,6 +138,8 @@ def generate_assignment(layout: Layout, config: Config) -> list[Path]:
         shutil.rmtree(layout.release)  # what --force would do, minus its warning
     coursedir = CourseDirectory(config=c, log=log)
     converter = GenerateAssignment(coursedir=coursedir, config=c, log=log)
+    if InjectKitFetch not in converter.preprocessors:  # nbgrader_config.py lists it
+        converter.preprocessors = [InjectKitFetch, *converter.preprocessors]
     if StripVolatileMetadata not in converter.preprocessors:
         converter.preprocessors = [StripVolatileMetadata, *converter.preprocessors]
     try:
@@ -167,6 +179,33 @@ def copy_data(layout: Layout) -> list[Path]:
     if missing:
         raise BuildError(f"missing data files under {layout.data}: {', '.join(missing)}")
     return [copy_file(layout.data / rel, dest / rel) for rel in wanted]
+
+
+def publish_kit(layout: Layout, config: Config, release_url: str | None) -> str | None:
+    """With a URL: write ``release/hw10_kit.zip`` (:func:`pipeline.colab_setup.write_kit_zip`),
+    set ``InjectKitFetch.url``/``sha256`` in ``config`` (the solutions are written with
+    them) and render every release setup cell again from its master with them, its
+    nbgrader checksum recomputed. Returns the zip's sha256. Without one: removes a stale
+    zip, returns None (the setup cells only say what to upload)."""
+    zip_path = colab_setup.kit_zip_path(layout)
+    if not release_url:
+        zip_path.unlink(missing_ok=True)
+        return None
+    url = colab_setup.check_url(release_url)
+    sha256 = colab_setup.write_kit_zip(layout)
+    config.InjectKitFetch.url = url
+    config.InjectKitFetch.sha256 = sha256
+    setup_id = config.InjectKitFetch.get("setup_grade_id", "setup")
+    for path in sorted(layout.release.glob("*.ipynb")):
+        master = nbformat.read(layout.source / path.name, as_version=4)
+        sources = {c.id: c.source for c in master.cells
+                   if c.metadata.get("nbgrader", {}).get("grade_id") == setup_id}
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.get("id") in sources:
+                cell.source = sources[cell.id]
+        write_notebook(apply_preprocessors(nb, [InjectKitFetch, ComputeChecksums], config), path)
+    return sha256
 
 
 def apply_preprocessors(nb: nbformat.NotebookNode, preprocessors, config: Config,
@@ -210,11 +249,13 @@ def _files_under(top: Path) -> list[Path]:
     return sorted(p for p in top.rglob("*") if p.is_file()) if top.exists() else []
 
 
-def build(root: str | Path) -> dict:
-    """Build everything; return a summary dict (also printed by the CLI)."""
+def build(root: str | Path, release_url: str | None = None) -> dict:
+    """Build everything; return a summary dict (also printed by the CLI). ``release_url``
+    (default ``$RELEASE_URL``): where ``release/hw10_kit.zip`` will be hosted."""
     start = time.perf_counter()
     layout = Layout.at(root)
     config = load_config(layout)
+    release_url = release_url or os.environ.get("RELEASE_URL") or None
 
     masters = check_masters(layout)
     release_notebooks = generate_assignment(layout, config)
@@ -225,6 +266,7 @@ def build(root: str | Path) -> dict:
     manifest_summary = check_course(layout.root)
     copy_kit(layout)
     copy_data(layout)
+    kit_sha256 = publish_kit(layout, config, release_url)
     solutions = write_solutions(layout, config, masters)
     zip_info = build_zip(layout)
 
@@ -238,6 +280,9 @@ def build(root: str | Path) -> dict:
         "zip_bytes": layout.zip.stat().st_size,
         "seconds": time.perf_counter() - start,
         "manifest": manifest_summary,
+        "kit_zip": colab_setup.kit_zip_path(layout) if kit_sha256 else None,
+        "kit_sha256": kit_sha256,
+        "release_url": release_url,
     }
 
 
@@ -256,6 +301,10 @@ def format_summary(summary: dict) -> str:
         "solutions: " + ", ".join(rel(p) for p in summary["solutions"]),
         f"zip:       {rel(summary['zip'])}: {summary['zip_entries']} entries, "
         f"{summary['zip_bytes']:,} bytes",
+        (f"kit zip:   {rel(summary['kit_zip'])}: {summary['kit_zip'].stat().st_size:,} bytes, "
+         f"sha256 {summary['kit_sha256']}; upload it to {summary['release_url']} (the setup "
+         "cells fetch it from there when hw10kit/ is missing)") if summary.get("kit_zip") else
+        "kit zip:   none (RELEASE_URL not set: on Colab the setup cells say what to upload)",
         f"done in {summary['seconds']:.1f} s",
         "",
         summary.get("manifest", ""),

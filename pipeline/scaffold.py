@@ -13,7 +13,7 @@ writes, and refuses to overwrite:
 and adds the problem's ``Problem(...)`` entry to ``hw10kit/manifest.py``. The graded
 function of the skeleton doubles a tensor: replace it, its checks and the notebook's
 text with the real problem, then ``make release`` (which validates everything) and
-``make test``. README.md, "Adding a problem", walks through it.
+``make test``. docs/adding-a-problem.md walks through it.
 """
 from __future__ import annotations
 
@@ -22,6 +22,18 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+
+from . import colab_setup
+
+#: The last two cells of every notebook: save, then export (hw10kit/export.py).
+SUBMIT_TEXT = (
+    "## Before you submit\n\nSave this notebook first (Ctrl-S, or File > Save). The cell below then "
+    "reads **the saved notebooks from disk**, as the autograder will: it says which graded functions "
+    "on disk differ from the ones in this kernel (unsaved work), runs the public checks on the saved "
+    "definitions, lists written answers still at *YOUR ANSWER HERE*, and writes `hw10_submission.zip` "
+    "(upload it to the Gradescope autograder assignment) and `hw10_printout.html` (the printout for "
+    "the written assignment). The same runs from a terminal in the homework folder: "
+    "`python -m hw10kit.export`.")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARK = "    # new problems go above this line"
@@ -44,15 +56,7 @@ def notebook(key, number, title, function, points, written_points) -> dict:
     cells = [
         _cell("title", "markdown", f"# Problem {number}: {title}\n\nFill in the cells marked "
                                    "`# YOUR CODE HERE`, run the check cell after each."),
-        _cell("setup-imports", "code", textwrap.dedent(f"""\
-            import torch
-
-            try:
-                from hw10kit.checks import check
-            except ModuleNotFoundError:
-                raise ModuleNotFoundError(
-                    "hw10kit/ was not found next to this notebook. Keep the homework folder together: "
-                    "{nb_name}, hw10kit/ and data/ side by side.") from None"""),
+        _cell("setup-imports", "code", f"import torch\n\n{colab_setup.MARKER}\nfrom hw10kit.checks import check",
               {"grade": False, "grade_id": "setup", "solution": False}),
         _cell(f"q{number}a-heading", "markdown", f"## ({number}a) `{function}` ({points:g} points)"),
         _cell(f"q{number}a-solution", "code", textwrap.dedent(f"""\
@@ -75,6 +79,8 @@ def notebook(key, number, title, function, points, written_points) -> dict:
         _cell(f"q{number}b-answer", "markdown", "### BEGIN SOLUTION\n<!-- # SOLUTION-SENTINEL-7f3a -->\n"
                                                 "**Reference answer.** ...\n### END SOLUTION",
               {"grade": True, "grade_id": f"q{number}b_written", "points": written_points, "solution": True}),
+        _cell("submit-heading", "markdown", SUBMIT_TEXT),
+        _cell("submit-export", "code", "from hw10kit import export\nexport()", tags=("skip-grader", "export")),
     ]
     for cell in cells:  # nbformat stores sources as lists of lines
         cell["source"] = cell["source"].splitlines(keepends=True)

@@ -1,7 +1,7 @@
-"""README.md's "Adding a problem", followed in a temporary copy of the course: the
-scaffold writes a problem, ``make release`` validates and builds it, and the judge grades
-it beside the others. A problem whose checks cannot be imported costs only its own
-points. (Keeps the instructions from going stale.)"""
+"""docs/adding-a-problem.md, followed in a temporary copy of the course: the scaffold
+writes a problem (``toy``, numbered 7), ``make release`` validates and builds it, and the
+judge grades it beside the others. A problem whose checks cannot be imported costs only
+its own points. (Keeps the instructions from going stale.)"""
 from __future__ import annotations
 
 import json

@@ -8,7 +8,6 @@ tree, tolerating nesting folders, browser and Colab renames (``hw10_vae (1).ipyn
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import zipfile
@@ -16,9 +15,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+# the rules for renamed copies and sizes, shared with the student's export
+from hw10kit.export import MAX_NOTEBOOK_BYTES, normalized
+
 MAX_ENTRIES = 5000
 MAX_BYTES = 500 * 1024 * 1024
-MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
 MAX_DEPTH = 12
 DEBRIS_DIRS = {"__MACOSX", ".ipynb_checkpoints", "__pycache__", ".git", ".Trash"}
 DEBRIS_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -107,17 +108,6 @@ def _walk(root: Path, suffix: str):
             if (f.lower().endswith(suffix) and not f.startswith("._") and f not in DEBRIS_FILES
                     and not p.is_symlink()):
                 yield p
-
-
-_RENAMES = [re.compile(r"^copy of ", re.I), re.compile(r"\s*\(\d+\)$"), re.compile(r"-checkpoint$", re.I)]
-
-
-def normalized(name: str) -> str:
-    """``Copy of hw10_vae (2).ipynb`` -> ``hw10_vae``."""
-    stem = name[:-len(".ipynb")] if name.lower().endswith(".ipynb") else name
-    for rx in _RENAMES:
-        stem = rx.sub("", stem.strip())
-    return stem.strip().lower().replace(" ", "_")
 
 
 @dataclass

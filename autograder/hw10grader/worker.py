@@ -20,7 +20,7 @@ Before any student code runs, the worker binds every probe of every problem
 and snapshots the library it relies on (``Integrity``): after the definitions ran and
 around every probe call it checks that those objects are still the same, so a cell
 that replaces a probe, a helper or a torch function is reported as tampering, never
-graded. What in-process code can still do is in README.md, "What isolation does not
+graded. What in-process code can still do is in docs/grading.md, "What isolation does not
 cover".
 """
 import os

@@ -27,7 +27,7 @@ the student's, passed in (``Functions``); nothing here holds their formulas.
 Networks: ``CourseCNN``, the course's (the PyTorch MNIST example's: two convolutions and
 two linear layers, with dropout), and ``MLP`` (two hidden layers of 400 ReLUs, dropout
 0.2), the default: on permuted pixels a convolution's locality means nothing, and the MLP
-trains 3 to 4 times faster here (README, "Continual learning").
+trains 3 to 4 times faster here (docs/performance.md, "Continual learning").
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ from .unfinished import guard
 
 PERMUTATION_SEEDS = (None, 1, 2)   # task 1 is MNIST as it is
 VALIDATION = 5000                  # training images held out per task (the sweep chooses on them)
-EPOCHS, BATCH_SIZE, LR, MOMENTUM = 3, 256, 0.05, 0.9  # lr: the course used 0.01 (README)
+EPOCHS, BATCH_SIZE, LR, MOMENTUM = 3, 256, 0.05, 0.9  # lr: the course used 0.01 (docs/training.md)
 DIVERGED = ("The loss became NaN or infinite: check ewc_penalty (it should be (lam / 2) * sum F * "
             "(theta - theta*)^2, small next to the loss at the start of a task) and estimate_fisher "
             "(a mean over samples, not a sum); a very large lambda makes SGD diverge.")

@@ -16,7 +16,7 @@ Precision: ``"auto"`` by default: bfloat16 on CPUs that compute it natively (AVX
 or AMX, like the course's build machine), float32 elsewhere. In bf16 the networks run under
 ``torch.autocast``, about 2x faster on the course's 2-core CPU, with their outputs cast back
 to float32, so the losses, the optimizer state and the weights stay float32. Sample quality
-matched float32's in the benchmark (README, "GAN training"). On a GPU "auto" keeps float32:
+matched float32's in the benchmark (docs/performance.md, "GAN training"). On a GPU "auto" keeps float32:
 bf16 was neither timed nor checked for quality there (``precision="bf16"`` asks for it);
 ``precision="fp32"`` turns bf16 off everywhere.
 """
@@ -37,7 +37,7 @@ class Generator(nn.Module):
     One change from the course: a sigmoid on the last convolution, so that the samples lie
     in the data's range. The course's unbounded output gave pixels below 0 and above 1 (up
     to 2.3 measured), which no real digit has. The sigmoid alone does not stop the mode
-    collapse of the course's recipe; ``train_gan``'s optimizer settings do (README, "GAN
+    collapse of the course's recipe; ``train_gan``'s optimizer settings do (docs/training.md, "GAN
     training")."""
 
     def __init__(self, dim_z: int = 64):
@@ -111,7 +111,7 @@ def train_gan(g, d, train_images, loss_d, loss_g, *, iter_max: int = 10000, batc
     measured changes: beta1 = 0.5, the discriminator at 2e-4 while the generator keeps
     1e-3, and both rates decayed linearly to 0, so that D stays close to G instead of
     running ahead (its loss stays around 1.2; 2 log 2 = 1.39 at the optimum). With the
-    course's settings D pulls ahead and the generator collapses onto a few digits (README,
+    course's settings D pulls ahead and the generator collapses onto a few digits (docs/performance.md,
     "GAN training"). At the end ``g`` holds the exponential moving average of its weights
     over the run (``ema``), with its BatchNorm statistics recomputed for those weights:
     the averaged generator draws cleaner digits than the last step's.

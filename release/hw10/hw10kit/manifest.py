@@ -10,7 +10,7 @@ Adding a problem = one ``Problem`` below, a master notebook, a public-checks mod
 (``hw10kit/checks/<key>.py``, exporting ``PUBLIC``), a probes module
 (``hw10kit/checks/<key>_probes.py``) and a hidden-checks module
 (``autograder/hw10grader/hidden/<key>.py``, exporting ``HIDDEN``). ``validate`` and
-``check_problem`` say what is missing; README.md, "Adding a problem", has the steps.
+``check_problem`` say what is missing; docs/adding-a-problem.md has the steps.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class Problem:
     hidden: str = ""          # module exporting HIDDEN (judge side only)
     experiment: str | None = None   # "module:attribute" of a training.Experiment, or None
     bench: str | None = None        # module run by ``make bench-<key>``, or None
-    bench_target: str = ""          # what the benchmark must show (README's performance table)
+    bench_target: str = ""          # what the benchmark must show (docs/performance.md)
 
     @property
     def autograded_points(self) -> float:
@@ -159,6 +159,9 @@ def validate(problems=None) -> None:
             if value in seen:
                 raise ManifestError(f"{where}: another problem has the same {what} {value!r}")
             seen.add(value)
+        if p.number == PROCESS_NUMBER:
+            raise ManifestError(f"{where}: number {p.number} is the process questions' "
+                                f"(PROCESS_NUMBER); number a new problem {PROCESS_NUMBER + 1} or above")
         if not p.notebook.endswith(".ipynb") or "/" in p.notebook:
             raise ManifestError(f"{where}: notebook must be a file name ending in .ipynb, not {p.notebook!r}")
         if not p.keyword or p.keyword.lower() not in p.notebook.lower():
@@ -411,4 +414,10 @@ def summary(problems=None) -> str:
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    grader = Path(__file__).resolve().parents[1] / "autograder"  # the hidden checks, in a checkout
+    if grader.is_dir() and str(grader) not in sys.path:
+        sys.path.append(str(grader))
     print(summary())

@@ -156,7 +156,7 @@ def _networks(inputs: dict, device):
 # ------------------------------------------------------------------ calling the student
 # The student's loss is called from a frame of its own, compiled here with neutral names,
 # so that the frame right above the student's code is not this module's (the frames above
-# it still are: see README, "Q3 checks").
+# it still are: see docs/checks.md, "Q3 checks").
 _SCOPE: dict = {"__name__": "__main__"}
 exec(compile("def step(loss, g, d, x, device):\n    return loss(g, d, x, device=device)\n", "<step>", "exec"),
      _SCOPE)
