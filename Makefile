@@ -5,6 +5,9 @@
 #   make solutions   execute solutions/hw10/*.ipynb into solutions/hw10/executed/ (slow: trains)
 #   make grade SUBMISSION=<zip or folder> RESULTS=<path>   grade one submission locally
 #                    (GRADER_PYTHON=.grader-venv/bin/python: in the environment setup.sh builds)
+#   make grade-batch SUBMISSIONS=<folder or Gradescope export zip> OUT=<folder>   grade a whole
+#                    class into OUT (results per student, gradebook.csv, report.html); JOBS=N at
+#                    once, REGRADE=1 grades again the ones graded before, TIMEOUT=S per grading
 #   make grader-env  build .grader-venv with setup.sh's own requirements (as on Gradescope)
 #   make test        fast tests;  make test-slow   all tests, slow ones included
 #   make bench       every training benchmark the manifest declares, one after the other (1.5 to 2 hours)
@@ -13,6 +16,7 @@
 #   make bench-gan   GAN training and sample-quality benchmark (about 55 min; bench/gan.json)
 #   make classifier  retrain the sample-metric MNIST classifier into data/mnist_classifier.pt
 #   make bench-grading   time grading and the build (bench/grading.json)
+#   make bench-grade-batch   batch-grading throughput on 50 generated submissions (bench/grade_batch.json)
 #   make clean       remove built outputs (keeps .venv)
 #   make help        this list
 
@@ -24,7 +28,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: all help release solutions grade grader-env test test-slow clean venv bench bench-grading classifier
+.PHONY: all help release solutions grade grade-batch bench-grade-batch grader-env test test-slow clean venv bench bench-grading classifier
 
 all: release
 
@@ -62,6 +66,13 @@ grade: autograder/autograder.zip
 	$(PY) -m pipeline.grade_local --submission "$(SUBMISSION)" --results "$(RESULTS)" \
 		$(if $(GRADER_PYTHON),--python "$(GRADER_PYTHON)")
 
+GRADE_BATCH_USAGE := usage: make grade-batch SUBMISSIONS=<folder or export zip> OUT=<folder> [JOBS=N] [REGRADE=1] [TIMEOUT=S]
+grade-batch: autograder/autograder.zip
+	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "$(GRADE_BATCH_USAGE)"; exit 2; }
+	$(PY) -m pipeline.grade_batch --submissions "$(SUBMISSIONS)" --out "$(OUT)" \
+		$(if $(JOBS),--jobs $(JOBS)) $(if $(REGRADE),--regrade) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
+		$(if $(GRADER_PYTHON),--python "$(GRADER_PYTHON)")
+
 # The grader's environment exactly as setup.sh builds it on Gradescope (torch from the CPU
 # wheel index, or PyPI where that index is out of reach).
 .grader-venv/.installed: autograder/setup.sh autograder/requirements-grader.txt
@@ -90,6 +101,9 @@ bench-%: $(STAMP)
 
 bench-grading: autograder/autograder.zip
 	$(PY) -m bench.grading --runs 3
+
+bench-grade-batch: autograder/autograder.zip
+	$(PY) -m bench.grade_batch --count 50
 
 clean:
 	rm -rf release solutions autograder/autograder.zip .pytest_cache
