@@ -2,6 +2,7 @@
 interpreter that has torch imported, and is isolated exactly as a worker started anew."""
 import os
 import re
+import sys
 import time
 from types import SimpleNamespace
 
@@ -17,7 +18,8 @@ import os
 def sample_gaussian(m, v):
     kinds = sorted({os.readlink(f"/proc/self/fd/{fd}").split(":")[0]
                     for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")})
-    raise RuntimeError(f"WHO uid={os.getuid()} groups={os.getgroups()} fds={kinds} sid={os.getsid(0) == os.getpid()}")
+    oom = open("/proc/self/oom_score_adj").read().strip()
+    raise RuntimeError(f"WHO uid={os.getuid()} groups={os.getgroups()} fds={kinds} sid={os.getsid(0) == os.getpid()} oom={oom}")
 '''
 
 
@@ -43,8 +45,15 @@ def test_a_forked_worker_holds_no_descriptor_but_its_pipes(tmp_path):
     """In particular not the fork server's socket: it cannot ask for workers of its own."""
     doc = judge(write_folder(tmp_path / "sub", solution_with(WHO_AM_I)), tmp_path / "r.json")
     who = _who(doc)
-    kinds = who.split("fds=")[1].split(" sid=")[0]
+    kinds = who.split("fds=")[1].split(" sid=")[0]  # noqa: E501
     assert "socket" not in kinds and "pipe" in kinds, who
+
+
+@needs_pool_users
+def test_a_forked_worker_is_the_oom_killers_first_victim_not_the_judge(tmp_path):
+    """Written while still root: after setuid without exec /proc/self is not its own."""
+    doc = judge(write_folder(tmp_path / "sub", solution_with(WHO_AM_I)), tmp_path / "r.json")
+    assert "oom=1000" in _who(doc)
 
 
 def test_without_the_fork_server_the_solution_still_gets_full_marks(tmp_path):
@@ -69,6 +78,7 @@ def server():
     sandbox_users.wait_released()
 
 
+@needs_pool_users
 def test_a_worker_is_forked_when_the_server_runs(server):
     box = sandbox.Sandbox(_chunks(), _limits(), time.monotonic() + 60)
     try:
@@ -77,6 +87,7 @@ def test_a_worker_is_forked_when_the_server_runs(server):
         box.close()
 
 
+@needs_pool_users
 def test_a_dead_fork_server_means_workers_start_anew(server):
     server.proc.kill()
     server.proc.wait()
@@ -87,6 +98,18 @@ def test_a_dead_fork_server_means_workers_start_anew(server):
         box.close()
 
 
+@needs_pool_users
+def test_a_child_that_cannot_be_set_up_exits_with_the_graders_own_code(server):
+    from hw10grader.zygote import SETUP_FAILED
+
+    child, reply_r = server.spawn("/nonexistent-folder", {}, 65534, 65534, "{}", time.monotonic() + 30)
+    try:
+        assert child.wait(timeout=30) == SETUP_FAILED
+    finally:
+        os.close(reply_r)
+
+
+@needs_pool_users
 def test_stopping_the_server_kills_what_it_forked(server):
     box = sandbox.Sandbox(_chunks(), _limits(), time.monotonic() + 60)
     pid = box.proc.pid
@@ -146,3 +169,23 @@ def test_a_user_released_whole_is_only_killed_at_its_next_lease(one_user, monkey
     finally:
         sandbox_users.release(again)
         sandbox_users.wait_released()
+
+
+@needs_pool_users
+def test_files_in_a_folder_the_user_closed_to_itself_are_removed(one_user, tmp_path):
+    import pwd
+    import subprocess
+
+    lease = sandbox_users.acquire(time.monotonic() + 10)
+    top = f"/tmp/hw10-closed-{os.getpid()}"
+    try:
+        script = (f"import os; os.makedirs('{top}/d'); open('{top}/d/answers.py', 'w').write('x');"
+                  f"os.chmod('{top}/d', 0o500); os.chmod('{top}', 0)")
+        subprocess.run([sys.executable, "-c", script], user=lease.uid, group=lease.gid, extra_groups=[],
+                       check=True, cwd="/")
+        assert sandbox_users.remove_files_of(lease.uid, lease.gid) is True
+        assert not os.path.exists(top)
+    finally:
+        sandbox_users.release(lease)
+        sandbox_users.wait_released()
+        subprocess.run(["rm", "-rf", top])

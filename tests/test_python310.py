@@ -9,7 +9,7 @@ from grading_helpers import FULL_MARKS, REPO, master_notebook, score_of, write_f
 
 #: What runs on Gradescope: the judge and everything it or the sandbox imports.
 GRADER_CODE = ["autograder/hw10grader", "hw10kit/checks", "hw10kit/notebook.py", "hw10kit/__init__.py",
-               "hw10kit/unfinished.py", "hw10kit/export.py",
+               "hw10kit/unfinished.py", "hw10kit/handin.py", "hw10kit/export.py",
                "pipeline/grade_local.py"]
 
 

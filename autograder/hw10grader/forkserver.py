@@ -22,7 +22,7 @@ from pathlib import Path
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py").read_text()
 WORKER_PATH = str(Path(__file__).with_name("worker.py"))
-START_S = 60.0  # how long the first fork may wait for the server to import torch
+START_S = 30.0  # how long the first fork may wait for the server to import torch
 
 
 class ForkServerError(Exception):
@@ -63,6 +63,7 @@ class ForkServer:
         finally:
             theirs.close()
         self.sock = mine
+        self.started = time.monotonic()
         self.lock = threading.Lock()  # one request on the socket at a time
         self.cond = threading.Condition()
         self.ready = False
@@ -85,6 +86,8 @@ class ForkServer:
                     elif "exit" in msg:
                         self.exits[int(msg["exit"])] = int(msg["code"])
                     else:
+                        if "pid" in msg:  # a pid reused by the system: forget its old exit
+                            self.exits.pop(int(msg["pid"]), None)
                         self.replies[msg.get("id")] = msg
                     self.cond.notify_all()
         except (OSError, ValueError):
@@ -107,7 +110,9 @@ class ForkServer:
 
     def spawn(self, cwd: str, env: dict, uid, gid, limits: str, deadline: float) -> Forked:
         """Fork a worker; raises ForkServerError when the server is not there in time."""
-        if not self._wait_for(lambda: self.ready, min(deadline, time.monotonic() + START_S)):
+        if not self._wait_for(lambda: self.ready, min(deadline, self.started + START_S)):
+            with self.cond:
+                self.dead = True  # once late, always late: later questions start anew at once
             raise ForkServerError("the fork server did not start")
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()

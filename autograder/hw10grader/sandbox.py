@@ -26,7 +26,8 @@ from pathlib import Path
 from hw10kit.checks import wire
 
 from . import resources, sandbox_users, settings
-from .forkserver import ForkServer, ForkServerError
+from .forkserver import ForkServer, ForkServerError, Forked
+from .zygote import SETUP_FAILED
 
 WORKER_SOURCE = (Path(__file__).with_name("worker.py")).read_text()
 KIT_DIR = settings.value("HW10_KIT_DIR") or str(Path(__file__).resolve().parents[1]
@@ -76,9 +77,10 @@ def _random_token() -> str:
 
 
 def start_forkserver(python: str | None = None) -> None:
-    """Start the fork server for this grading (``HW10_FORKSERVER=0``: never). It imports
-    torch while the notebooks are read; a failure only means workers start anew."""
-    if not settings.value("HW10_FORKSERVER") or _SERVER:
+    """Start the fork server for this grading (``HW10_FORKSERVER=0``: never; nor without
+    root, since only workers of a leased pool user are forked). It imports torch while
+    the notebooks are read; a failure only means workers start anew."""
+    if not settings.value("HW10_FORKSERVER") or _SERVER or os.geteuid() != 0:
         return
     python = python or settings.value("HW10_WORKER_PYTHON") or sys.executable
     home = tempfile.mkdtemp(prefix="hw10-forkserver-")
@@ -258,7 +260,7 @@ class Sandbox:
                "HOME": self.workdir, "TMPDIR": self.workdir}
         try:
             self.proc, reply_r = self._fork(env, deadline)
-        except ForkServerError:
+        except Exception:  # noqa: BLE001 - no fork server, or it failed: start one anew
             reply_r, reply_w = os.pipe()
             try:
                 self.proc = self._start(python, reply_w, env)
@@ -286,11 +288,14 @@ class Sandbox:
 
     def _fork(self, env, deadline):
         """(process, reply read end) forked by the grading's fork server, as the leased
-        user; ForkServerError when there is none (``_start`` then starts one anew)."""
-        if not _SERVER:
-            raise ForkServerError("no fork server")
-        uid, gid = (self.lease.uid, self.lease.gid) if self.lease else (None, None)
-        return _SERVER[0].spawn(self.workdir, env, uid, gid, self._rlimits(), deadline)
+        user; ForkServerError when there is no server or no leased user (``_start`` then
+        starts one anew). Only a leased user: a forked child shows the server's
+        environment in /proc, not this sandbox's token, so without a user of its own what
+        it leaves behind could not be found by that token."""
+        servers = list(_SERVER)
+        if not servers or not self.lease:
+            raise ForkServerError("no fork server, or no pool user")
+        return servers[0].spawn(self.workdir, env, self.lease.uid, self.lease.gid, self._rlimits(), deadline)
 
     def _start(self, python, reply_w, env):
         return subprocess.Popen(
@@ -355,6 +360,8 @@ class Sandbox:
                             f"{self.limits.wall_s:.0f} s limit (an infinite loop, or very slow code?)")
 
     def _kill(self):
+        if isinstance(self.proc, Forked) and self.proc.poll() is not None:
+            return  # reaped by the fork server: its pid may belong to someone else now
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -378,6 +385,10 @@ class Sandbox:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             code = None
+        if code == SETUP_FAILED and isinstance(self.proc, Forked):
+            self.output.thread.join(timeout=2)
+            return SandboxError("internal: the grader could not set up the process for your code "
+                                f"(please tell the course staff): {self.output.text.strip()[-800:]}")
         why = {None: "stopped answering", -9: "was killed (out of memory or CPU time?)",
                -24: "ran out of CPU time", -11: "crashed (segmentation fault)"}.get(
             code, f"exited with code {code}")

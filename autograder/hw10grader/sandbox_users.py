@@ -210,9 +210,9 @@ def release(lease: Lease) -> None:
 
     def finish():
         try:
-            remove_files_of(lease.uid, lease.gid)
-            stamp = _lock_dir() / f"{lease.name}.clean"
-            os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+            if remove_files_of(lease.uid, lease.gid):  # else no stamp: swept again at the next lease
+                stamp = _lock_dir() / f"{lease.name}.clean"
+                os.close(os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         except Exception:  # noqa: BLE001 - no stamp: swept whole at the next lease
             pass
         finally:
@@ -286,18 +286,26 @@ def kill_all(uid: int, gid: int, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
         time.sleep(0.01)
 
 
-def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> None:
-    """Delete what ``uid`` left in the shared temporary folders. The deletion runs *as
-    that user* (``find -user UID -delete``), after its processes are gone: it can only
-    reach and remove what the user itself could, so no path race can turn it against
-    anyone else's files, and no depth of folders can make it recurse."""
+def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> bool:
+    """Delete what ``uid`` left in the shared temporary folders; True when nothing of it
+    is left there. The deletion runs *as that user*, after its processes are gone: it can
+    only reach and remove what the user itself could, so no path race can turn it against
+    anyone else's files, and no depth of folders can make it recurse. Its own folders are
+    opened first (``chmod u+rwx``, before ``find`` descends into each), so a folder it
+    closed to itself cannot hide files from the deletion. What is left is then counted
+    by root, which only reads."""
     present = [f for f in folders if os.path.isdir(f)]
     if not present:
-        return
-    subprocess.run(["find", *present, "-xdev", "-mindepth", "1", "-user", str(uid), "-delete"],
-                   user=uid, group=gid, extra_groups=[], env={"PATH": "/usr/bin:/bin"},
+        return True
+    as_user = dict(user=uid, group=gid, extra_groups=[], env={"PATH": "/usr/bin:/bin"},
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    cwd="/", timeout=60)
+    mine = [*present, "-xdev", "-mindepth", "1", "-user", str(uid)]
+    subprocess.run(["find", *mine, "-type", "d", "-exec", "chmod", "u+rwx", "{}", ";"], **as_user)
+    subprocess.run(["find", *mine, "-delete"], **as_user)
+    left = subprocess.run(["find", *mine, "-print", "-quit"], stdin=subprocess.DEVNULL,
+                          capture_output=True, cwd="/", timeout=60)
+    return not left.stdout.strip()
 
 
 def sweep(uid: int, gid: int) -> None:

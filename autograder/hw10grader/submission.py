@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 # the rules for renamed copies and sizes, shared with the student's export
-from hw10kit.export import MAX_NOTEBOOK_BYTES, normalized
+from hw10kit.handin import MAX_NOTEBOOK_BYTES, normalized
 
 MAX_ENTRIES = 5000
 MAX_BYTES = 500 * 1024 * 1024

@@ -27,6 +27,8 @@ import socket
 import sys
 
 REPLY_FD = 3
+#: The exit status of a child that failed before it ran the worker (the grader's fault).
+SETUP_FAILED = 71
 #: Imported once here so that no child pays for them (the notebooks' own imports).
 PRELOAD = ("numpy", "torch", "torch.nn", "torch.nn.functional", "matplotlib", "matplotlib.pyplot",
            "hw10kit.notebook", "hw10kit.checks.core", "hw10kit.checks.wire", "hw10kit.manifest")
@@ -65,7 +67,7 @@ def preload(kit_dir: str) -> dict:
 
 def child(worker: dict, request: dict, fds: list, server: socket.socket) -> None:
     """In the forked child: become the sandboxed worker. Never returns."""
-    code = 70
+    code = SETUP_FAILED
     try:
         import fcntl
 
@@ -81,14 +83,19 @@ def child(worker: dict, request: dict, fds: list, server: socket.socket) -> None
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        _set_oom_score(1000)  # while still root: the OOM killer's first victim, never the judge
         if request.get("uid") is not None:
             os.setgroups([])
             os.setgid(int(request["gid"]))
             os.setuid(int(request["uid"]))
+            _as_if_exec()
         worker["apply_limits"](request["limits"])
         _fresh_state(["-c", sys.argv[1], str(REPLY_FD), request["limits"]])
+        code = 70
         worker["serve"](REPLY_FD)
         code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - said on the output pipe the judge reads
         try:
             import traceback
@@ -97,7 +104,35 @@ def child(worker: dict, request: dict, fds: list, server: socket.socket) -> None
         except BaseException:  # noqa: BLE001
             pass
     finally:
+        for stream in (sys.stdout, sys.stderr):  # what a process exiting normally would print
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001
+                pass
         os._exit(code)
+
+
+def _set_oom_score(value: int) -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(value))
+    except OSError:
+        pass
+
+
+def _as_if_exec() -> None:
+    """After the uid drop: what exec would have given a worker started anew. No
+    capability may remain (a stray securebit could keep root's), and the process is
+    dumpable again (setuid without exec makes /proc/self root's)."""
+    import ctypes
+
+    with open("/proc/self/status") as fh:
+        caps = {k: int(v, 16) for k, v in (line.split(":", 1) for line in fh if line.startswith("Cap"))
+                if k in ("CapEff", "CapPrm", "CapAmb")}
+    if any(caps.values()):
+        raise PermissionError(f"capabilities remain after the uid drop: {caps}")
+    PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def _fresh_state(argv: list) -> None:
@@ -140,6 +175,11 @@ def main() -> None:
     kit_dir, fd = sys.argv[1], int(sys.argv[2])
     server = socket.socket(fileno=fd)
     worker = preload(kit_dir)
+    _set_oom_score(500)  # before the judge, after the workers
+    import gc
+
+    gc.collect()
+    gc.freeze()  # a child's collections then leave the shared pages alone
     sys.stdout.flush()
     sys.stderr.flush()
     _send(server, {"ready": True})

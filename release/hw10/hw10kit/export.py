@@ -5,7 +5,7 @@ holding the ``hw10_*.ipynb`` notebooks, ``hw10kit/`` and ``data/``).
 Everything is read from the notebooks **saved on disk**, as the autograder reads them:
 
 1. each problem's notebook is found in the folder (its release name, or a renamed copy
-   such as ``Copy of hw10_vae (1).ipynb``: the grader's rule, ``normalized``);
+   such as ``Copy of hw10_vae (1).ipynb``: the grader's rule, ``handin.normalized``);
 2. called from a kernel, each graded function defined there is compared with the one in
    the saved notebook (their parsed code, so spacing and comments do not matter), and a
    notebook saved before the kernel's latest cells ran is named;
@@ -19,8 +19,8 @@ Everything is read from the notebooks **saved on disk**, as the autograder reads
    the network), to open in a browser and print to PDF.
 
 ``export`` returns a ``Report`` (``ok``, ``problems``, the paths written) and prints a
-short summary saying what to fix. This module imports only the standard library and
-the kit's reader at the top: the grader imports ``normalized`` from it.
+short summary saying what to fix. The rules for names and sizes are the grader's own
+(``hw10kit.handin``).
 """
 from __future__ import annotations
 
@@ -38,13 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import notebook
+from .handin import MAX_NOTEBOOK_BYTES, normalized  # the grader's rules  # noqa: F401
 from .manifest import PROBLEMS, Problem
 
 ZIP_NAME = "hw10_submission.zip"
 PRINTOUT_HTML = "hw10_printout.html"
 PRINTOUT_PDF = "hw10_printout.pdf"
-#: The grader refuses a notebook larger than this (``hw10grader.submission``).
-MAX_NOTEBOOK_BYTES = 100 * 1024 * 1024
 #: Seconds the public checks of one notebook may take in their child process.
 CHECK_TIMEOUT_S = 120.0
 #: The child process writes each result on a line of its own, after this marker.
@@ -54,17 +53,6 @@ _SAVE = "save it (Ctrl-S / File > Save) and run export() again"
 
 
 # --------------------------------------------------------------------- finding notebooks
-_RENAMES = [re.compile(r"^copy of ", re.I), re.compile(r"\s*\(\d+\)$"), re.compile(r"-checkpoint$", re.I)]
-
-
-def normalized(name: str) -> str:
-    """A notebook's file name as its release name's stem, lower case: browser and Colab
-    renames undone (``Copy of hw10_vae (2).ipynb`` -> ``hw10_vae``). The grader matches
-    uploads with the same function (``hw10grader.submission``)."""
-    stem = name[:-len(".ipynb")] if name.lower().endswith(".ipynb") else name
-    for rx in _RENAMES:
-        stem = rx.sub("", stem.strip())
-    return stem.strip().lower().replace(" ", "_")
 
 
 @dataclass
