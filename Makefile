@@ -7,7 +7,8 @@
 #                    (GRADER_PYTHON=.grader-venv/bin/python: in the environment setup.sh builds)
 #   make grade-batch SUBMISSIONS=<folder or Gradescope export zip> OUT=<folder>   grade a whole
 #                    class into OUT (results per student, gradebook.csv, report.html); JOBS=N at
-#                    once, REGRADE=1 grades again the ones graded before, TIMEOUT=S per grading
+#                    once, REGRADE=1 grades again the ones graded before, TIMEOUT=S per grading;
+#                    refuses without pool-user isolation (root, system-Python venv) unless UNSAFE=1
 #   make grader-env  build .grader-venv with setup.sh's own requirements (as on Gradescope)
 #   make test        fast tests;  make test-slow   all tests, slow ones included
 #   make bench       every training benchmark the manifest declares, one after the other (1.5 to 2 hours)
@@ -66,12 +67,12 @@ grade: autograder/autograder.zip
 	$(PY) -m pipeline.grade_local --submission "$(SUBMISSION)" --results "$(RESULTS)" \
 		$(if $(GRADER_PYTHON),--python "$(GRADER_PYTHON)")
 
-GRADE_BATCH_USAGE := usage: make grade-batch SUBMISSIONS=<folder or export zip> OUT=<folder> [JOBS=N] [REGRADE=1] [TIMEOUT=S]
+GRADE_BATCH_USAGE := usage: make grade-batch SUBMISSIONS=<folder or export zip> OUT=<folder> [JOBS=N] [REGRADE=1] [TIMEOUT=S] [UNSAFE=1]
 grade-batch: autograder/autograder.zip
 	@test -n "$(SUBMISSIONS)" -a -n "$(OUT)" || { echo "$(GRADE_BATCH_USAGE)"; exit 2; }
 	$(PY) -m pipeline.grade_batch --submissions "$(SUBMISSIONS)" --out "$(OUT)" \
 		$(if $(JOBS),--jobs $(JOBS)) $(if $(REGRADE),--regrade) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
-		$(if $(GRADER_PYTHON),--python "$(GRADER_PYTHON)")
+		$(if $(UNSAFE),--unsafe-no-isolation) $(if $(GRADER_PYTHON),--python "$(GRADER_PYTHON)")
 
 # The grader's environment exactly as setup.sh builds it on Gradescope (torch from the CPU
 # wheel index, or PyPI where that index is out of reach).

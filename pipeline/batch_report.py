@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import io
+import os
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -21,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.grade_batch import GRADED, totals
+from pipeline.grade_batch import GRADED, private_file, totals
 
 #: A number in a message (not part of a name such as float32 or x2): replaced by "#".
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w])")
@@ -51,6 +52,7 @@ tr:hover td { background: #f8f9fc; }
 code, .msg { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .86em; }
 .msg { white-space: pre-wrap; word-break: break-word; }
 .muted { color: #5b6478; } a { color: #2456b3; }
+.unsafe { border: 3px solid #d9534f; background: #fdeeee; color: #8f1f1b; padding: .7em 1em; border-radius: 8px; }
 svg { max-width: 100%; height: auto; }
 """
 
@@ -244,7 +246,22 @@ def submissions_section(rows) -> str:
             f"<th>files</th></tr>{''.join(body)}</table>")
 
 
-def render(rows, columns, source: str = "") -> str:
+def unsafe_section(rows, no_isolation: str | None = None) -> str:
+    """The warning at the top when student code ran without pool-user isolation (this run's
+    ``--unsafe-no-isolation``, or an earlier run's, recorded in its students' batch.json)."""
+    unsafe = [r for r in rows if r["record"].get("no_isolation")]
+    if not unsafe and not no_isolation:
+        return ""
+    why = no_isolation or unsafe[0]["record"]["no_isolation"]
+    return ('<div class="unsafe" id="no-isolation"><b>Graded WITHOUT ISOLATION '
+            f"(--unsafe-no-isolation): {_e(why)}.</b> {len(unsafe)} of {len(rows)} submissions ran "
+            "their code as the batch's own user, one at a time: any of them could have changed the "
+            "other students' results, this gradebook and this report. Trust these scores only as "
+            "far as you trust every submission; otherwise grade them again as root with a venv the "
+            "pool users can reach (README, \"A whole class\").</div>")
+
+
+def render(rows, columns, source: str = "", no_isolation: str | None = None) -> str:
     """The whole page."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [("Needs a look", attention_section(rows)),
@@ -261,13 +278,15 @@ def render(rows, columns, source: str = "") -> str:
             f"<h1>HW10 autograder: batch report</h1><p class=meta>Graded{origin}; written {when}. "
             "Each student's folder beside this page holds their results.json (what Gradescope would "
             "show) and grading.log.</p>"
-            f"{totals_section(rows)}{body}</body></html>\n")
+            f"{unsafe_section(rows, no_isolation)}{totals_section(rows)}{body}</body></html>\n")
 
 
-def write(path: Path, rows, columns, source: str = "") -> Path:
-    """Write the report to ``path`` (atomically); returns it."""
+def write(path: Path, rows, columns, source: str = "", no_isolation: str | None = None) -> Path:
+    """Write the report to ``path`` (atomically, readable by its owner only: it names every
+    student); returns it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(rows, columns, source), encoding="utf-8")
-    tmp.replace(path)
+    with private_file(tmp) as fh:
+        fh.write(render(rows, columns, source, no_isolation))
+    os.replace(tmp, path)
     return path

@@ -18,7 +18,7 @@ cover what nbgrader has no preprocessor for:
 and two that ``nbgrader autograde`` uses (``nbgrader_config.py``):
 
 * :class:`SkipTaggedCells` -- cells tagged ``training``, ``skip-grader`` or
-  ``export`` are not run when grading.
+  ``export`` are not run when grading (nbgrader's own cells always are).
 * :class:`ExecuteInCourse` -- nbgrader's ``Execute``, with the course root and
   ``autograder/`` on the kernel's ``PYTHONPATH`` (``hw10kit``, ``hw10grader``).
 """
@@ -180,7 +180,13 @@ class SkipTaggedCells(NbGraderPreprocessor):
     autograde`` does not run them: a grading neither trains the models (``training``) nor
     runs the demos (``skip-grader``) nor writes a submission zip (``export``). Their code
     stays in the autograded notebook, without outputs. The default tags are the reader's
-    (``hw10kit.notebook.SKIP_TAGS``, what Gradescope's grader never runs) plus ``export``."""
+    (``hw10kit.notebook.SKIP_TAGS``, what Gradescope's grader never runs) plus ``export``.
+
+    The tags are the student's (nbgrader's ``OverwriteCells`` restores a cell's source and
+    nbgrader metadata, not its tags), and a test cell that does not run has no error, which
+    nbgrader scores as full marks. So an nbgrader cell (a graded test, a locked cell or a
+    solution; its metadata restored from the gradebook by then) always runs: it is never
+    marked, and a skip tag the student put on it is removed."""
 
     tags = List(Unicode(), help="Cells with any of these tags are not run.").tag(config=True)
     skip_tag = Unicode("skip-execution", help="The tag the executor skips.").tag(config=True)
@@ -191,10 +197,21 @@ class SkipTaggedCells(NbGraderPreprocessor):
 
         return sorted(SKIP_TAGS | {"export"})
 
+    @staticmethod
+    def is_nbgrader_cell(cell: NotebookNode) -> bool:
+        """A cell nbgrader grades, locks or takes a solution from."""
+        return (nbgrader_utils.is_grade(cell) or nbgrader_utils.is_locked(cell)
+                or nbgrader_utils.is_solution(cell))
+
     def preprocess_cell(self, cell: NotebookNode, resources: ResourcesDict, index: int
                         ) -> Tuple[NotebookNode, ResourcesDict]:
         tags = cell.metadata.get("tags", [])
-        if cell.cell_type == "code" and set(tags) & set(self.tags) and self.skip_tag not in tags:
+        if cell.cell_type != "code":
+            return cell, resources
+        if self.is_nbgrader_cell(cell):
+            if self.skip_tag in tags:
+                cell.metadata["tags"] = [t for t in tags if t != self.skip_tag]
+        elif set(tags) & set(self.tags) and self.skip_tag not in tags:
             cell.metadata["tags"] = [*tags, self.skip_tag]
         return cell, resources
 

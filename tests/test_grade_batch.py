@@ -51,6 +51,10 @@ submission_333:
     :email: nobody@berkeley.edu
 """
 VAE_POINTS = 10.0  # what the VAE solution alone scores
+#: Why student code would not run as a pool user here (None as root with a venv the pool
+#: users reach): the batches below then need --unsafe-no-isolation, as an ordinary user does.
+NO_ISOLATION = grade_batch.isolation_problem(sys.executable)
+UNSAFE_FLAG = ["--unsafe-no-isolation"] if NO_ISOLATION else []
 
 
 def empty_zip(path: Path) -> Path:
@@ -79,6 +83,7 @@ def section(page: str, anchor: str) -> str:
 
 def batch(grader_zip, source, out, **kw):
     kw.setdefault("log", lambda *_: None)
+    kw.setdefault("unsafe_no_isolation", NO_ISOLATION is not None)
     return grade_batch.run_batch(source, out, zip_path=grader_zip, progress=kw.pop("progress", False), **kw)
 
 
@@ -123,7 +128,7 @@ def gradescope_export(grader_zip, tmp_path_factory):
         zf.writestr("assignment_42_export/submission_222/hw10_vae.ipynb", "{not json")
     os.chmod(export, 0o600)
     proc = subprocess.run([sys.executable, "-m", "pipeline.grade_batch", "--submissions", str(export),
-                           "--out", str(base / "out"), "--zip", str(grader_zip), "--no-progress"],
+                           "--out", str(base / "out"), "--zip", str(grader_zip), "--no-progress", *UNSAFE_FLAG],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return base / "out", proc
@@ -223,6 +228,19 @@ def test_a_gradebook_cell_that_looks_like_a_formula_is_kept_as_text(tmp_path):
     assert row["Q2(a) sample_gaussian: shape"] == "-0.5" and row["score"] == "-0.5"  # numbers stay numbers
 
 
+def test_the_gradebooks_link_to_the_results_is_kept_as_text_too(tmp_path):
+    record = {"student": "=cmd|' /C calc'!A0", "submitters": [{"name": "x"}]}
+    grade_batch.write_gradebook(tmp_path / "gradebook.csv", [{"record": record, "doc": {"tests": []},
+                                                              "status": "graded", "detail": ""}], [])
+    _, (row,) = read_gradebook(tmp_path)
+    assert row["results"] == "'=cmd|' /C calc'!A0/results.json"
+
+
+def test_a_students_folder_name_never_starts_like_a_formula():
+    assert [grade_batch.slug(n) for n in ("+15105550100", "-alice", "@bob", "._-+@carol@x.edu")] == [
+        "15105550100", "alice", "bob", "carol@x.edu"]
+
+
 # ---------------------------------------------------------------- re-runs
 
 def test_a_rerun_skips_the_students_already_graded(grader_zip, tmp_path):
@@ -251,6 +269,76 @@ def test_a_regrade_grades_everyone_again_each_with_their_recorded_seed(grader_zi
     assert not any(r["record"].get("skipped") for r in rows)
     assert {s: json.loads(p.read_text())["extra_data"]["seed"] for s, p in results.items()} == seeds
     assert {r["record"]["student"]: r["record"]["seed"] for r in rows} == seeds
+
+
+@pytest.fixture(scope="module")
+def failed_regrade(grader_zip, tmp_path_factory):
+    """alice.zip graded; regraded with an autograder "zip" that is not one (the grading
+    dies before the judge starts); then the batch run again as at first. Returns the first
+    results, the failed regrade's row, the results after it, and the last run's row and results."""
+    base = tmp_path_factory.mktemp("failed-regrade")
+    subs = private_folder(base / "subs")
+    empty_zip(subs / "alice.zip")
+    out, results = base / "out", base / "out" / "alice" / "results.json"
+    batch(grader_zip, subs, out)
+    first = json.loads(results.read_text())
+    (base / "broken.zip").write_bytes(b"not a zip")
+    failed = batch(base / "broken.zip", subs, out, regrade=True)[0]
+    kept = json.loads(results.read_text()) if results.exists() else None
+    again = batch(grader_zip, subs, out)[0]
+    return first, failed, kept, again, json.loads(results.read_text())
+
+
+def test_a_regrade_that_fails_keeps_the_earlier_results(failed_regrade):
+    first, failed, kept, *_ = failed_regrade
+    assert failed["status"] == "failed" and "still the earlier grading's" in failed["detail"]
+    assert kept == first and failed["doc"] == first
+
+
+def test_a_student_whose_last_grading_failed_is_graded_again_with_the_same_seed(failed_regrade):
+    first, _, _, again, last = failed_regrade
+    assert again["status"] == "graded" and not again["record"].get("skipped")
+    assert last["extra_data"]["seed"] == again["record"]["seed"] == first["extra_data"]["seed"]
+
+
+def test_a_grading_whose_results_are_gone_takes_the_seed_recorded_in_batch_json(grader_zip, tmp_path):
+    subs = private_folder(tmp_path / "subs")
+    empty_zip(subs / "alice.zip")
+    batch(grader_zip, subs, tmp_path / "out")
+    seed = json.loads((tmp_path / "out" / "alice" / "batch.json").read_text())["seed"]
+    (tmp_path / "out" / "alice" / "results.json").unlink()
+    rows = batch(grader_zip, subs, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "alice" / "results.json").read_text())["extra_data"]["seed"] == seed
+    assert rows[0]["record"]["seed"] == seed
+
+
+# ---------------------------------------------------------------- what other users can read
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_everything_the_batch_writes_is_readable_by_its_owner_only(small_class):
+    out, _ = small_class
+    assert mode(out) == 0o700 and mode(out / "gradebook.csv") == 0o600 and mode(out / "report.html") == 0o600
+    for student in ("alice", "bob", "carol", "dave"):
+        assert mode(out / student) == 0o700
+        assert {f.name: mode(f) for f in (out / student).iterdir()} == {
+            "results.json": 0o600, "batch.json": 0o600, "grading.log": 0o600}
+
+
+def test_an_out_folder_that_others_could_enter_is_made_private(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    out.chmod(0o755)
+    (out / "gradebook.csv").write_text("from an earlier batch")
+    (out / "gradebook.csv").chmod(0o644)
+    subs = private_folder(tmp_path / "subs")
+    empty_zip(subs / "alice.zip")
+    monkeypatch.setattr(grade_batch, "grade_one", lambda sub, out, opts: {  # nothing is graded
+        "student": sub.key, "submitters": [], "status": "failed", "detail": ""})
+    batch(Path("unused.zip"), subs, out)
+    assert mode(out) == 0o700 and mode(out / "gradebook.csv") == 0o600
 
 
 # ---------------------------------------------------------------- gradings that go wrong
@@ -292,7 +380,8 @@ def processes_named(marker: str) -> list:
 def troubled_class(grader_zip, tmp_path_factory):
     """hangs/ (the judge never returns), stalls/ (it checkpoints, then never returns),
     dies/ (it is killed at once) and fine.zip, graded with a 4-second limit per grading.
-    The stand-in interpreter lives where the pool users cannot reach it."""
+    The stand-in interpreter lives where the pool users cannot reach it: graded
+    --unsafe-no-isolation, as root or not."""
     base = tmp_path_factory.mktemp("troubled")
     subs = private_folder(base / "subs")
     for name, sign in (("hangs", "HANG"), ("stalls", "STALL"), ("dies", "CRASH")):
@@ -303,7 +392,7 @@ def troubled_class(grader_zip, tmp_path_factory):
     logged = []
     start = time.monotonic()
     rows = batch(grader_zip, subs, base / "out", timeout_s=4, jobs=2, python=str(stand_in_python(base, marker)),
-                 log=logged.append)
+                 log=logged.append, unsafe_no_isolation=True)
     seconds = time.monotonic() - start
     return base / "out", {r["record"]["student"]: r for r in rows}, seconds, marker, logged
 
@@ -343,9 +432,63 @@ def test_the_placeholder_of_a_judge_that_died_counts_as_an_internal_error():
     assert grade_batch.classify(doc) == ("internal error", doc["output"])
 
 
+def test_a_students_exception_asking_for_the_course_staff_is_not_an_internal_error():
+    doc = {"output": "Autograded score: 0 / 1.\nQ2(a) sample_gaussian: 0/1",
+           "tests": [{"name": "Q2(a) sample_gaussian: shape", "score": 0, "max_score": 1, "status": "failed",
+                      "output": "sample_gaussian raised RuntimeError: the autograder could not start; "
+                                "internal: please tell the course staff"}]}
+    assert grade_batch.classify(doc) == ("graded", "")
+
+
+def test_the_judges_own_internal_error_on_a_question_is_one():
+    doc = {"output": "Autograded score: 0 / 1.",
+           "tests": [{"name": "Q2(a) sample_gaussian: shape", "score": 0, "max_score": 1, "status": "failed",
+                      "output": "the autograder hit an internal error on this question; please tell the "
+                                "course staff.\nTraceback (most recent call last):"}]}
+    assert grade_batch.classify(doc) == (
+        "internal error", "Q2(a) sample_gaussian: shape: the autograder hit an internal error on this "
+                          "question; please tell the course staff.")
+
+
 def test_gradings_run_one_at_a_time_when_student_code_would_not_run_as_a_pool_user(troubled_class):
     *_, logged = troubled_class
-    assert any("grading one submission at a time" in line and "cannot reach" in line for line in logged)
+    assert any("grading one submission at a time" in line and "WITHOUT ISOLATION" in line for line in logged)
+
+
+def test_a_batch_graded_without_isolation_says_so_at_the_top_of_the_report(troubled_class):
+    out, rows, *_ = troubled_class
+    page = (out / "report.html").read_text()
+    assert 'id="no-isolation"' in page and "Graded WITHOUT ISOLATION" in page
+    assert page.index('id="no-isolation"') < page.index('<div class="cards">')
+    assert all(r["record"]["no_isolation"] for r in rows.values())
+
+
+def test_without_isolation_the_batch_refuses_unless_told_it_is_unsafe(grader_zip, tmp_path, capsys):
+    subs = private_folder(tmp_path / "subs")
+    empty_zip(subs / "alice.zip")
+    python = stand_in_python(private_folder(tmp_path / "bin"), "unused")  # pool users cannot reach it
+    code = grade_batch.main(["--submissions", str(subs), "--out", str(tmp_path / "out"), "--zip", str(grader_zip),
+                             "--python", str(python), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != 0 and "refusing to grade" in err and "--unsafe-no-isolation" in err and "root" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_with_isolation_forbids_the_judge_to_fall_back_to_running_code_as_root(tmp_path, monkeypatch):
+    """HW10_LOCAL=1 lets a root judge whose pool users cannot reach the interpreter run
+    student code as root; a batch that has checked the isolation never allows it."""
+    seen = {}
+
+    def grade_one(sub, out, opts):
+        seen.update(opts.env)
+        return {"student": sub.key, "submitters": [], "status": "graded", "detail": ""}
+
+    subs = private_folder(tmp_path / "subs")
+    empty_zip(subs / "alice.zip")
+    monkeypatch.setattr(grade_batch, "isolation_problem", lambda python: None)
+    monkeypatch.setattr(grade_batch, "grade_one", grade_one)
+    batch(Path("unused.zip"), subs, tmp_path / "out", unsafe_no_isolation=False)
+    assert seen["HW10_LOCAL"] == "0"
 
 
 # ---------------------------------------------------------------- isolation

@@ -4,7 +4,9 @@ for real in a temporary course directory on a filled-in release notebook.
 The gradebook comes from ``nbgrader generate_assignment hw10`` on the masters (what an
 instructor runs); the submission is the release notebook that ``make release`` wrote, with
 the solution cells filled in from the solutions and every cell tagged ``training`` made to
-fail at once if it is run.
+fail at once if it is run. A second student submits the release notebook unanswered, with
+every graded test cell tagged ``training`` and ``skip-execution`` (the tags are the
+student's: nbgrader restores a locked cell's source, not its tags).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pipeline.preprocessors import SkipTaggedCells
 PROBLEM = manifest.BY_KEY["diffusion"]  # small, quick to grade, with training cells
 NOTEBOOK = Path(PROBLEM.notebook).stem
 STUDENT = "student1"
+CHEAT = "student2"
 TRAINING_RAN = 'raise RuntimeError("a cell tagged training ran during grading")'
 
 
@@ -58,9 +61,26 @@ def filled_in(release: Path, solutions: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def tagged_to_skip(release: Path) -> nbformat.NotebookNode:
+    """The release notebook, unanswered, with its graded test cells tagged to be skipped."""
+    nb = nbformat.read(release, as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade") and cell.cell_type == "code":
+            cell.metadata["tags"] = [*tags(cell), "training", "skip-execution"]
+    return nb
+
+
+def code_score(course: Path, student: str) -> tuple:
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        nb = gb.find_submission_notebook(NOTEBOOK, "hw10", student)
+        return nb.code_score, nb.max_code_score
+
+
 @pytest.fixture(scope="module")
 def graded(built_course, tmp_path_factory) -> Path:
-    """A course directory after ``generate_assignment`` and ``autograde`` of one submission."""
+    """A course directory after ``generate_assignment`` and ``autograde`` of two submissions:
+    the solutions (STUDENT) and an unanswered notebook whose test cells are tagged to be
+    skipped (CHEAT)."""
     course = copy_inputs(tmp_path_factory.mktemp("nbgrader-course"))
     for master in (course / "source" / "hw10").glob("*.ipynb"):
         if master.stem != NOTEBOOK:
@@ -70,6 +90,9 @@ def graded(built_course, tmp_path_factory) -> Path:
     submission = course / "submitted" / STUDENT / "hw10" / name
     submission.parent.mkdir(parents=True)
     nbformat.write(filled_in(built_course.release / name, built_course.solutions / name), submission)
+    cheat = course / "submitted" / CHEAT / "hw10" / name
+    cheat.parent.mkdir(parents=True)
+    nbformat.write(tagged_to_skip(built_course.release / name), cheat)
     nbgrader(course, "autograde", "hw10")
     return course
 
@@ -99,3 +122,18 @@ def test_skip_tagged_cells_marks_only_tagged_code_cells_for_the_executor():
              new_code_cell("check()")]
     nb, _ = SkipTaggedCells()(new_notebook(cells=cells), {})
     assert ["skip-execution" in tags(c) for c in nb.cells] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("nbgrader_kind", [{"grade": True, "locked": True, "points": 1},  # a test cell
+                                           {"locked": True}, {"solution": True}])
+def test_skip_tagged_cells_runs_an_nbgrader_cell_whatever_its_tags(nbgrader_kind):
+    meta = {"grade": False, "solution": False, "locked": False, "grade_id": "q1", **nbgrader_kind}
+    cell = new_code_cell("assert answer() == 42", metadata={"nbgrader": meta,
+                                                             "tags": ["training", "skip-execution"]})
+    nb, _ = SkipTaggedCells()(new_notebook(cells=[cell]), {})
+    assert tags(nb.cells[0]) == ["training"]
+
+
+def test_autograde_runs_test_cells_a_student_tagged_to_be_skipped(graded):
+    got, possible = code_score(graded, CHEAT)
+    assert possible == PROBLEM.autograded_points and got < possible
