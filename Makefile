@@ -1,7 +1,9 @@
 # EECS 182 HW10 bundle.
 #
 #   make release     master sources -> release/hw10, solutions/hw10, autograder/autograder.zip
-#                    (HIDDEN_VISIBILITY=after_published|after_due_date|visible)
+#                    (HIDDEN_VISIBILITY=after_published|after_due_date|visible;
+#                    RELEASE_URL=https://.../hw10_kit.zip also writes release/hw10_kit.zip, which the
+#                    notebooks' setup cells fetch where hw10kit/ is missing, as on Colab)
 #   make solutions   execute solutions/hw10/*.ipynb into solutions/hw10/executed/ (slow: trains)
 #   make grade SUBMISSION=<zip or folder> RESULTS=<path>   grade one submission locally
 #                    (GRADER_PYTHON=.grader-venv/bin/python: in the environment setup.sh builds)
@@ -11,10 +13,9 @@
 #                    refuses without pool-user isolation (root, system-Python venv) unless UNSAFE=1
 #   make grader-env  build .grader-venv with setup.sh's own requirements (as on Gradescope)
 #   make test        fast tests;  make test-slow   all tests, slow ones included
-#   make bench       every training benchmark the manifest declares, one after the other (1.5 to 2 hours)
-#   make bench-<key> one problem's benchmark:
-#   make bench-vae   VAE training benchmark (20 to 60 min; bench/vae.json)
-#   make bench-gan   GAN training and sample-quality benchmark (about 55 min; bench/gan.json)
+#   make bench       every training benchmark the manifest declares, one after the other (hours)
+#   make bench-<key> one problem's benchmark: bench-vae (20 to 60 min), bench-gan (about 55 min),
+#                    bench-diffusion, bench-continual (each over an hour on 2 cores; bench/<key>.json)
 #   make classifier  retrain the sample-metric MNIST classifier into data/mnist_classifier.pt
 #   make bench-grading   time grading and the build (bench/grading.json)
 #   make bench-grade-batch   batch-grading throughput on 50 generated submissions (bench/grade_batch.json)

@@ -86,6 +86,8 @@ def autograder_env(root: Path, python: str | None = None, seed: int | None = Non
     """The environment run_autograder gets: this one, the layout's root and interpreter."""
     # HW10_LOCAL: a root run from a folder the sandbox users cannot reach may run
     # student code as root, and says so in the results (never on Gradescope).
+    if python and os.sep in python:  # run_autograder runs in the layout: a relative path would not hold
+        python = os.path.abspath(python)
     run_env = {**os.environ, "HW10_LOCAL": "1", **(env or {}), "AUTOGRADER_ROOT": str(root),
                "HW10_PYTHON": python or sys.executable}
     if seed is not None:

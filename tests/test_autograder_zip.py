@@ -151,3 +151,10 @@ def test_an_unknown_hidden_visibility_stops_the_build():
 
     with pytest.raises(BuildError, match="HIDDEN_VISIBILITY"):
         settings_json("sometimes")
+
+
+def test_a_relative_grader_python_is_made_absolute_for_run_autograder(tmp_path, monkeypatch):
+    """`make grade GRADER_PYTHON=.grader-venv/bin/python`: run_autograder runs in the layout."""
+    monkeypatch.chdir(REPO)
+    env = grade_local.autograder_env(tmp_path, ".grader-venv/bin/python")
+    assert env["HW10_PYTHON"] == str(REPO / ".grader-venv" / "bin" / "python")

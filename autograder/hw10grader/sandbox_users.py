@@ -290,10 +290,10 @@ def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> bool:
     """Delete what ``uid`` left in the shared temporary folders; True when nothing of it
     is left there. The deletion runs *as that user*, after its processes are gone: it can
     only reach and remove what the user itself could, so no path race can turn it against
-    anyone else's files, and no depth of folders can make it recurse. Its own folders are
-    opened first (``chmod u+rwx``, before ``find`` descends into each), so a folder it
-    closed to itself cannot hide files from the deletion. What is left is then counted
-    by root, which only reads."""
+    anyone else's files, and no depth of folders can make it recurse. What is left is then
+    looked for by root, which only reads; when something is, the user's own folders are
+    opened (``chmod u+rwx``, before ``find`` descends into each: a folder it closed to
+    itself then hides nothing) and the deletion runs again."""
     present = [f for f in folders if os.path.isdir(f)]
     if not present:
         return True
@@ -301,11 +301,17 @@ def remove_files_of(uid: int, gid: int, folders=SHARED_TMP) -> bool:
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    cwd="/", timeout=60)
     mine = [*present, "-xdev", "-mindepth", "1", "-user", str(uid)]
+
+    def left() -> bool:
+        return bool(subprocess.run(["find", *mine, "-print", "-quit"], stdin=subprocess.DEVNULL,
+                                   capture_output=True, cwd="/", timeout=60).stdout.strip())
+
+    subprocess.run(["find", *mine, "-delete"], **as_user)
+    if not left():  # the common case: one pass as the user, one look as root
+        return True
     subprocess.run(["find", *mine, "-type", "d", "-exec", "chmod", "u+rwx", "{}", ";"], **as_user)
     subprocess.run(["find", *mine, "-delete"], **as_user)
-    left = subprocess.run(["find", *mine, "-print", "-quit"], stdin=subprocess.DEVNULL,
-                          capture_output=True, cwd="/", timeout=60)
-    return not left.stdout.strip()
+    return not left()
 
 
 def sweep(uid: int, gid: int) -> None:
